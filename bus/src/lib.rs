@@ -1,0 +1,171 @@
+//! `bus` owns the message transport the scheduler and the workers speak: the [`Bus`] trait
+//! (declare, bind, publish with broker confirmation, consume with manual ack/nack), the
+//! [`topology`] both roles declare (queue and exchange names are part of the wire contract), and
+//! [`memory::MemoryBus`], the in-process broker of the embedded mode. The RabbitMQ
+//! implementation (lapin) lands with the fleet issue behind the same trait, so the scheduler and
+//! worker code paths are the same in both modes.
+
+pub mod memory;
+pub mod topic;
+pub mod topology;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+/// A message as published and delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// The AMQP `message_id` (for jobs and tasks: the job id).
+    pub id: String,
+    /// 0 (lowest) to the queue's max priority.
+    pub priority: u8,
+    /// The JSON body.
+    pub body: Vec<u8>,
+    /// String headers (reasons, attempt counts).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Message {
+    /// A message with an id and a body, priority 0, no headers.
+    pub fn new(id: impl Into<String>, body: Vec<u8>) -> Self {
+        Message { id: id.into(), body, ..Default::default() }
+    }
+
+    /// The same message with a priority.
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// How an exchange routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// To queues bound with exactly the routing key.
+    Direct,
+    /// To queues whose binding pattern matches the key (`*` one word, `#` any words).
+    Topic,
+}
+
+/// A queue to declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Its name.
+    pub name: String,
+    /// Survives a broker restart (with persistent messages).
+    pub durable: bool,
+    /// Deleted when its last consumer goes (private event feeds).
+    pub auto_delete: bool,
+    /// Highest message priority honoured (0: none).
+    pub max_priority: u8,
+}
+
+impl QueueSpec {
+    /// A durable queue without priorities.
+    pub fn durable(name: impl Into<String>) -> Self {
+        QueueSpec { name: name.into(), durable: true, auto_delete: false, max_priority: 0 }
+    }
+}
+
+/// Transport failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Publishing to, binding or consuming a queue or exchange that was never declared.
+    #[error("no such {what} `{name}`")]
+    NotFound {
+        /// `queue` or `exchange`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The broker refused or lost the message (no confirmation).
+    #[error("publish to `{exchange}` with key `{key}` not confirmed: {reason}")]
+    NotConfirmed {
+        /// The exchange.
+        exchange: String,
+        /// The routing key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection is gone.
+    #[error("broker connection lost: {0}")]
+    Disconnected(String),
+}
+
+/// The transport both roles speak. Every method is idempotent where AMQP's is.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Declares a queue (idempotent for the same spec).
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BusError>;
+    /// Declares an exchange (idempotent).
+    async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BusError>;
+    /// Routes messages of `exchange` matching `pattern` to `queue`.
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BusError>;
+    /// Publishes a persistent message and returns once the broker has taken responsibility for it.
+    /// The exchange `""` routes to the queue named by the key. An unroutable message is an error.
+    async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError>;
+    /// Starts consuming with at most `prefetch` unacknowledged deliveries in hand.
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError>;
+    /// Messages ready in a queue (not counting unacknowledged ones).
+    async fn depth(&self, queue: &str) -> Result<u64, BusError>;
+}
+
+/// A stream of deliveries from one queue.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; waits while the queue is empty or `prefetch` deliveries are unsettled.
+    /// `None` when the consumer was closed.
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>>;
+}
+
+/// Settles a delivery with the broker.
+#[async_trait]
+pub trait Acker: Send {
+    /// The message is done with; the broker forgets it.
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    /// The message was not handled: back to its queue (`requeue`) or dropped/dead-lettered.
+    async fn nack(self: Box<Self>, requeue: bool) -> Result<(), BusError>;
+}
+
+/// One message handed to a consumer, to be settled exactly once. Dropping it unsettled returns
+/// the message to its queue, as a closed AMQP channel does.
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// True when the broker delivered it before (its consumer died or nacked it).
+    pub redelivered: bool,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    /// A delivery settled through `acker`.
+    pub fn new(message: Message, redelivered: bool, acker: Box<dyn Acker>) -> Self {
+        Delivery { message, redelivered, acker }
+    }
+
+    /// Splits into the message and its acker, to settle later.
+    pub fn into_parts(self) -> (Message, bool, Box<dyn Acker>) {
+        (self.message, self.redelivered, self.acker)
+    }
+
+    /// Acknowledges the delivery.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+
+    /// Rejects the delivery, requeueing it or not.
+    pub async fn nack(self, requeue: bool) -> Result<(), BusError> {
+        self.acker.nack(requeue).await
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}

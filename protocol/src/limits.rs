@@ -1,0 +1,47 @@
+//! The named limits inbound documents are checked against. Changing one changes the wire
+//! contract: the JSON Schema and the README's job format quote them.
+
+/// Largest job document accepted, in bytes (a user history of 256 items × 768-d embeddings fits).
+pub const MAX_JOB_BYTES: usize = 2 * 1024 * 1024;
+/// Longest `job_id`, in bytes.
+pub const MAX_JOB_ID_LEN: usize = 128;
+/// Longest `tenant`, in bytes.
+pub const MAX_TENANT_LEN: usize = 63;
+/// Longest model profile name, in bytes.
+pub const MAX_PROFILE_LEN: usize = 63;
+/// Highest priority (0 is the lowest).
+pub const MAX_PRIORITY: u8 = 9;
+/// Priority given to a job that names none.
+pub const DEFAULT_PRIORITY: u8 = 4;
+/// Longest instruction or style prompt, in characters.
+pub const MAX_TEXT_CHARS: usize = 2_000;
+/// Most liked items in a user history.
+pub const MAX_HISTORY_ITEMS: usize = 256;
+/// Longest history item id, in bytes.
+pub const MAX_ITEM_ID_LEN: usize = 128;
+/// Largest embedding dimension accepted in a user history.
+pub const MAX_EMBEDDING_DIM: usize = 2_048;
+/// Longest media URI, in bytes.
+pub const MAX_URI_LEN: usize = 2_048;
+/// Longest object key inside a media URI, in bytes (S3's own limit).
+pub const MAX_KEY_LEN: usize = 1_024;
+/// Most clips an edit job may ask for.
+pub const MAX_CLIPS: u8 = 16;
+/// Shortest clip an edit job may ask for, in seconds.
+pub const MIN_CLIP_SECONDS: f64 = 0.5;
+/// Longest clip an edit job may ask for, in seconds.
+pub const MAX_CLIP_SECONDS: f64 = 300.0;
+/// Smallest output or synthesis side, in pixels.
+pub const MIN_SIDE: u32 = 16;
+/// Largest output or synthesis side, in pixels.
+pub const MAX_SIDE: u32 = 4_096;
+/// Most frames a create job may ask for.
+pub const MAX_FRAMES: u32 = 1_024;
+/// Highest frame rate, in frames per second.
+pub const MAX_FPS: u32 = 120;
+/// Most sampler steps (the diffusion's own T).
+pub const MAX_SAMPLER_STEPS: u32 = 1_000;
+/// Longest conditioning range, in seconds.
+pub const MAX_CONDITIONING_SECONDS: f64 = 600.0;
+/// Farthest a deadline may lie in the future, in seconds (7 days).
+pub const MAX_DEADLINE_AHEAD_SECONDS: i64 = 7 * 24 * 3600;
