@@ -1,1 +1,76 @@
-fn main() {}
+//! The `reelforge` binary: parses the command line, wires the crates together and delegates.
+//! No domain logic lives here.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Generative recommendation: repurpose and synthesise micro-videos for each user (GeneRec's
+/// AI editor and AI creator), as a fleet of GPU workers behind RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "reelforge", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one edit and one create job end to end in this process (no services needed).
+    Demo(commands::demo::DemoArgs),
+    /// Run the scheduler of a fleet (RabbitMQ).
+    Scheduler,
+    /// Run a worker of a fleet (RabbitMQ).
+    Worker,
+    /// Submit a job document to a fleet.
+    Submit,
+    /// Show a job's state.
+    Status,
+    /// Manage model checkpoints (`models init-tiny --out DIR`).
+    Models,
+    /// Train a model (`train mcvd`).
+    Train,
+    /// Evaluate a model (`eval mcvd`, `eval watermark`).
+    Eval,
+    /// Detect the watermark in a file (`watermark detect FILE`).
+    Watermark,
+    /// Check a job document against the wire format and print the first problem.
+    Validate {
+        /// The job document (JSON).
+        file: PathBuf,
+        /// Accept file:/// media, as the embedded mode does.
+        #[arg(long)]
+        allow_local: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match cli.command {
+        Command::Demo(args) => commands::runtime().and_then(|rt| rt.block_on(commands::demo::run(args))),
+        Command::Validate { file, allow_local } => commands::validate::run(&file, allow_local),
+        Command::Scheduler | Command::Worker | Command::Submit | Command::Status => {
+            commands::not_yet("the fleet over RabbitMQ", "issue 3 (the fleet)")
+        }
+        Command::Models => commands::not_yet("tiny model checkpoints", "issues 5 and 6 (editor, creator)"),
+        Command::Train | Command::Eval => commands::not_yet("MCVD training and evaluation", "issue 6 (creator)"),
+        Command::Watermark => commands::not_yet("watermark detection", "issue 7 (fidelity)"),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,12 @@
-//! placeholder
+//! `worker` owns what runs a job: the [`runtime`] (consume, run, store, commit, ack), the
+//! [`pipeline`]s (edit and create), the [`models`], [`media`] I/O over FFmpeg, [`storage`] of
+//! inputs and outputs, and the synthetic [`samples`] the demo and tests encode.
+
+pub mod media;
+pub mod models;
+pub mod pipeline;
+pub mod runtime;
+pub mod samples;
+pub mod storage;
+
+pub use runtime::{Worker, WorkerConfig};

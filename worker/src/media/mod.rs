@@ -1,0 +1,56 @@
+//! Media handling for reelforge: probe, streaming decode, cut and H.264/MP4 encode of video over
+//! ffmpeg-next, plus JPEG/PNG stills over the `image` crate. Every entry point enforces
+//! [`MediaLimits`] before doing expensive work and reports failures as [`MediaError`].
+
+mod cut;
+mod decode;
+mod encode;
+mod error;
+mod probe;
+mod still;
+
+use std::sync::Once;
+
+pub use cut::cut;
+pub use decode::{DecodeOptions, Frame, FrameDecoder, decode};
+pub use encode::{EncodeOptions, EncodeReport, VideoEncoder};
+pub use error::MediaError;
+pub use probe::{ProbeInfo, probe};
+pub use still::{decode_still, encode_jpeg, encode_png};
+
+/// Resource guards applied to every untrusted input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaLimits {
+    /// Longest accepted media duration, in seconds.
+    pub max_duration_s: f64,
+    /// Largest accepted frame area (width * height).
+    pub max_pixels: u64,
+    /// Largest accepted input file, in bytes.
+    pub max_file_bytes: u64,
+    /// Most frames a single decode may pull out of the decoder.
+    pub max_decoded_frames: u64,
+}
+
+impl Default for MediaLimits {
+    fn default() -> Self {
+        Self {
+            max_duration_s: 3600.0,
+            max_pixels: 4096 * 4096,
+            max_file_bytes: 4 * 1024 * 1024 * 1024,
+            max_decoded_frames: 200_000,
+        }
+    }
+}
+
+static INIT: Once = Once::new();
+
+/// Initialise ffmpeg once per process and silence its log output. Safe to call repeatedly;
+/// every public video entry point calls it.
+pub fn init() {
+    INIT.call_once(|| {
+        if let Err(e) = ffmpeg_next::init() {
+            tracing::error!(error = %e, "ffmpeg initialisation failed");
+        }
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Quiet);
+    });
+}
