@@ -49,21 +49,32 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let outcome = match cli.command {
-        Command::Demo(args) => commands::runtime().and_then(|rt| rt.block_on(commands::demo::run(args))),
+        Command::Demo(args) => {
+            commands::runtime().and_then(|rt| rt.block_on(commands::demo::run(args)))
+        }
         Command::Validate { file, allow_local } => commands::validate::run(&file, allow_local),
         Command::Scheduler | Command::Worker | Command::Submit | Command::Status => {
             commands::not_yet("the fleet over RabbitMQ", "issue 3 (the fleet)")
         }
-        Command::Models => commands::not_yet("tiny model checkpoints", "issues 5 and 6 (editor, creator)"),
-        Command::Train | Command::Eval => commands::not_yet("MCVD training and evaluation", "issue 6 (creator)"),
+        Command::Models => {
+            commands::not_yet("tiny model checkpoints", "issues 5 and 6 (editor, creator)")
+        }
+        Command::Train | Command::Eval => {
+            commands::not_yet("MCVD training and evaluation", "issue 6 (creator)")
+        }
         Command::Watermark => commands::not_yet("watermark detection", "issue 7 (fidelity)"),
     };
     match outcome {

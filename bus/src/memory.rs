@@ -63,7 +63,9 @@ impl PartialOrd for Queued {
 impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         // Max-heap: higher priority first, then the older message (smaller seq) first.
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -76,7 +78,10 @@ impl MemoryBus {
     fn requeue(&self, queue: &str, q: Queued) {
         let mut st = self.inner.state.lock().expect("bus state poisoned");
         if let Some(queue) = st.queues.get_mut(queue) {
-            queue.ready.push(Queued { redelivered: true, ..q });
+            queue.ready.push(Queued {
+                redelivered: true,
+                ..q
+            });
             queue.notify.notify_one();
         }
     }
@@ -96,19 +101,30 @@ impl Bus for MemoryBus {
 
     async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BusError> {
         let mut st = self.inner.state.lock().expect("bus state poisoned");
-        st.exchanges.entry(name.to_owned()).or_insert_with(|| Exchange { kind, bindings: Vec::new() });
+        st.exchanges
+            .entry(name.to_owned())
+            .or_insert_with(|| Exchange {
+                kind,
+                bindings: Vec::new(),
+            });
         Ok(())
     }
 
     async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BusError> {
         let mut st = self.inner.state.lock().expect("bus state poisoned");
         if !st.queues.contains_key(queue) {
-            return Err(BusError::NotFound { what: "queue", name: queue.to_owned() });
+            return Err(BusError::NotFound {
+                what: "queue",
+                name: queue.to_owned(),
+            });
         }
         let ex = st
             .exchanges
             .get_mut(exchange)
-            .ok_or_else(|| BusError::NotFound { what: "exchange", name: exchange.to_owned() })?;
+            .ok_or_else(|| BusError::NotFound {
+                what: "exchange",
+                name: exchange.to_owned(),
+            })?;
         let binding = (pattern.to_owned(), queue.to_owned());
         if !ex.bindings.contains(&binding) {
             ex.bindings.push(binding);
@@ -116,7 +132,12 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError> {
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<(), BusError> {
         let mut st = self.inner.state.lock().expect("bus state poisoned");
         let targets: Vec<String> = if exchange.is_empty() {
             vec![routing_key.to_owned()]
@@ -124,7 +145,10 @@ impl Bus for MemoryBus {
             let ex = st
                 .exchanges
                 .get(exchange)
-                .ok_or_else(|| BusError::NotFound { what: "exchange", name: exchange.to_owned() })?;
+                .ok_or_else(|| BusError::NotFound {
+                    what: "exchange",
+                    name: exchange.to_owned(),
+                })?;
             ex.bindings
                 .iter()
                 .filter(|(pattern, _)| match ex.kind {
@@ -134,7 +158,10 @@ impl Bus for MemoryBus {
                 .map(|(_, q)| q.clone())
                 .collect()
         };
-        let targets: Vec<String> = targets.into_iter().filter(|q| st.queues.contains_key(q)).collect();
+        let targets: Vec<String> = targets
+            .into_iter()
+            .filter(|q| st.queues.contains_key(q))
+            .collect();
         if targets.is_empty() {
             return Err(BusError::NotConfirmed {
                 exchange: exchange.to_owned(),
@@ -147,7 +174,12 @@ impl Bus for MemoryBus {
             let seq = st.seq;
             let queue = st.queues.get_mut(&q).expect("checked above");
             let priority = message.priority.min(queue.max_priority);
-            queue.ready.push(Queued { priority, seq, redelivered: false, message: message.clone() });
+            queue.ready.push(Queued {
+                priority,
+                seq,
+                redelivered: false,
+                message: message.clone(),
+            });
             queue.notify.notify_one();
         }
         Ok(())
@@ -155,7 +187,10 @@ impl Bus for MemoryBus {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError> {
         let st = self.inner.state.lock().expect("bus state poisoned");
-        let q = st.queues.get(queue).ok_or_else(|| BusError::NotFound { what: "queue", name: queue.to_owned() })?;
+        let q = st.queues.get(queue).ok_or_else(|| BusError::NotFound {
+            what: "queue",
+            name: queue.to_owned(),
+        })?;
         Ok(Box::new(MemoryConsumer {
             bus: self.clone(),
             queue: queue.to_owned(),
@@ -166,7 +201,10 @@ impl Bus for MemoryBus {
 
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {
         let st = self.inner.state.lock().expect("bus state poisoned");
-        let q = st.queues.get(queue).ok_or_else(|| BusError::NotFound { what: "queue", name: queue.to_owned() })?;
+        let q = st.queues.get(queue).ok_or_else(|| BusError::NotFound {
+            what: "queue",
+            name: queue.to_owned(),
+        })?;
         Ok(q.ready.len() as u64)
     }
 }
@@ -193,7 +231,12 @@ impl Consumer for MemoryConsumer {
             if let Some(q) = popped {
                 let message = q.message.clone();
                 let redelivered = q.redelivered;
-                let acker = MemoryAcker { bus: self.bus.clone(), queue: self.queue.clone(), held: Some(q), _permit: permit };
+                let acker = MemoryAcker {
+                    bus: self.bus.clone(),
+                    queue: self.queue.clone(),
+                    held: Some(q),
+                    _permit: permit,
+                };
                 return Some(Ok(Delivery::new(message, redelivered, Box::new(acker))));
             }
             notified.await;
@@ -240,9 +283,14 @@ mod tests {
 
     async fn bus_with(queue: &str, max_priority: u8) -> MemoryBus {
         let bus = MemoryBus::new();
-        bus.declare_queue(&QueueSpec { name: queue.into(), durable: true, auto_delete: false, max_priority })
-            .await
-            .unwrap();
+        bus.declare_queue(&QueueSpec {
+            name: queue.into(),
+            durable: true,
+            auto_delete: false,
+            max_priority,
+        })
+        .await
+        .unwrap();
         bus
     }
 
@@ -250,7 +298,9 @@ mod tests {
     async fn priorities_then_fifo() {
         let bus = bus_with("q", 9).await;
         for (id, p) in [("a", 1), ("b", 5), ("c", 5), ("d", 9), ("e", 0)] {
-            bus.publish("", "q", Message::new(id, vec![]).with_priority(p)).await.unwrap();
+            bus.publish("", "q", Message::new(id, vec![]).with_priority(p))
+                .await
+                .unwrap();
         }
         let mut c = bus.consume("q", 10).await.unwrap();
         let mut order = Vec::new();
@@ -266,7 +316,9 @@ mod tests {
     #[tokio::test]
     async fn dropped_delivery_is_redelivered() {
         let bus = bus_with("q", 0).await;
-        bus.publish("", "q", Message::new("m", b"x".to_vec())).await.unwrap();
+        bus.publish("", "q", Message::new("m", b"x".to_vec()))
+            .await
+            .unwrap();
         let mut c = bus.consume("q", 1).await.unwrap();
         let d = c.next().await.unwrap().unwrap();
         assert!(!d.redelivered);
@@ -282,7 +334,9 @@ mod tests {
     async fn prefetch_bounds_unsettled_deliveries() {
         let bus = bus_with("q", 0).await;
         for i in 0..3 {
-            bus.publish("", "q", Message::new(format!("{i}"), vec![])).await.unwrap();
+            bus.publish("", "q", Message::new(format!("{i}"), vec![]))
+                .await
+                .unwrap();
         }
         let mut c = bus.consume("q", 2).await.unwrap();
         let a = c.next().await.unwrap().unwrap();
@@ -290,25 +344,43 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_millis(50), c.next()).await;
         assert!(third.is_err(), "a third delivery came past prefetch 2");
         a.ack().await.unwrap();
-        let third = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap().unwrap();
+        let third = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(third.message.id, "2");
     }
 
     #[tokio::test]
     async fn topic_exchange_routes_and_unroutable_is_refused() {
         let bus = MemoryBus::new();
-        bus.declare_exchange("ev", ExchangeKind::Topic).await.unwrap();
+        bus.declare_exchange("ev", ExchangeKind::Topic)
+            .await
+            .unwrap();
         bus.declare_queue(&QueueSpec::durable("all")).await.unwrap();
-        bus.declare_queue(&QueueSpec::durable("done")).await.unwrap();
+        bus.declare_queue(&QueueSpec::durable("done"))
+            .await
+            .unwrap();
         bus.bind("all", "ev", "job.#").await.unwrap();
         bus.bind("done", "ev", "job.*.succeeded").await.unwrap();
-        bus.publish("ev", "job.1.running", Message::new("1", vec![])).await.unwrap();
-        bus.publish("ev", "job.1.succeeded", Message::new("1", vec![])).await.unwrap();
+        bus.publish("ev", "job.1.running", Message::new("1", vec![]))
+            .await
+            .unwrap();
+        bus.publish("ev", "job.1.succeeded", Message::new("1", vec![]))
+            .await
+            .unwrap();
         assert_eq!(bus.depth("all").await.unwrap(), 2);
         assert_eq!(bus.depth("done").await.unwrap(), 1);
-        let err = bus.publish("ev", "other.key", Message::new("x", vec![])).await.unwrap_err();
+        let err = bus
+            .publish("ev", "other.key", Message::new("x", vec![]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BusError::NotConfirmed { .. }));
-        let err = bus.publish("", "missing", Message::new("x", vec![])).await.unwrap_err();
+        let err = bus
+            .publish("", "missing", Message::new("x", vec![]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BusError::NotConfirmed { .. }));
     }
 
@@ -319,7 +391,15 @@ mod tests {
         let b2 = bus.clone();
         let h = tokio::spawn(async move { c.next().await.unwrap().unwrap().message.id });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        b2.publish("", "q", Message::new("late", vec![])).await.unwrap();
-        assert_eq!(tokio::time::timeout(Duration::from_secs(5), h).await.unwrap().unwrap(), "late");
+        b2.publish("", "q", Message::new("late", vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .unwrap()
+                .unwrap(),
+            "late"
+        );
     }
 }

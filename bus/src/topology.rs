@@ -26,19 +26,32 @@ pub fn task_queue(kind: JobKind, profile: &str) -> String {
 
 /// Declares the shared part of the topology: submissions, events, the scheduler's event feed.
 pub async fn declare_core(bus: &dyn Bus) -> Result<(), BusError> {
-    bus.declare_exchange(JOBS_EXCHANGE, ExchangeKind::Direct).await?;
-    bus.declare_exchange(EVENTS_EXCHANGE, ExchangeKind::Topic).await?;
+    bus.declare_exchange(JOBS_EXCHANGE, ExchangeKind::Direct)
+        .await?;
+    bus.declare_exchange(EVENTS_EXCHANGE, ExchangeKind::Topic)
+        .await?;
     bus.declare_queue(&QueueSpec::durable(SUBMIT_QUEUE)).await?;
     bus.bind(SUBMIT_QUEUE, JOBS_EXCHANGE, SUBMIT_KEY).await?;
-    bus.declare_queue(&QueueSpec::durable(SCHEDULER_EVENTS_QUEUE)).await?;
-    bus.bind(SCHEDULER_EVENTS_QUEUE, EVENTS_EXCHANGE, "job.#").await?;
+    bus.declare_queue(&QueueSpec::durable(SCHEDULER_EVENTS_QUEUE))
+        .await?;
+    bus.bind(SCHEDULER_EVENTS_QUEUE, EVENTS_EXCHANGE, "job.#")
+        .await?;
     Ok(())
 }
 
 /// Declares the work queue of `kind` and `profile`, with priorities.
-pub async fn declare_task_queue(bus: &dyn Bus, kind: JobKind, profile: &str) -> Result<String, BusError> {
+pub async fn declare_task_queue(
+    bus: &dyn Bus,
+    kind: JobKind,
+    profile: &str,
+) -> Result<String, BusError> {
     let name = task_queue(kind, profile);
-    bus.declare_queue(&QueueSpec { name: name.clone(), durable: true, auto_delete: false, max_priority: MAX_PRIORITY })
-        .await?;
+    bus.declare_queue(&QueueSpec {
+        name: name.clone(),
+        durable: true,
+        auto_delete: false,
+        max_priority: MAX_PRIORITY,
+    })
+    .await?;
     Ok(name)
 }

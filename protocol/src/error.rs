@@ -78,7 +78,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub(crate) fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { path: path.into(), problem: problem.into() }
+        Self {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -97,10 +100,16 @@ pub enum ProtocolError {
     #[error("not a JSON document: {0}")]
     Syntax(String),
     /// No `v` field.
-    #[error("missing field `v` (the wire version; this build speaks v{})", crate::WIRE_VERSION)]
+    #[error(
+        "missing field `v` (the wire version; this build speaks v{})",
+        crate::WIRE_VERSION
+    )]
     MissingVersion,
     /// A `v` this build does not speak.
-    #[error("unsupported wire version {found} (this build speaks v{})", crate::WIRE_VERSION)]
+    #[error(
+        "unsupported wire version {found} (this build speaks v{})",
+        crate::WIRE_VERSION
+    )]
     UnsupportedVersion {
         /// The `v` found, as written.
         found: String,

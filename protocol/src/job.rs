@@ -227,7 +227,10 @@ pub struct Sampler {
 
 impl Default for Sampler {
     fn default() -> Self {
-        Sampler { kind: SamplerKind::Ddim, steps: 50 }
+        Sampler {
+            kind: SamplerKind::Ddim,
+            steps: 50,
+        }
     }
 }
 
@@ -285,15 +288,16 @@ pub struct CreateJob {
 pub struct ValidationContext {
     /// Admit `file:///` media (the embedded mode only).
     pub allow_local_media: bool,
-    /// When set, a deadline further than [`MAX_DEADLINE_AHEAD_SECONDS`] past this is refused.
-    pub now: Option<DateTime<Utc>>,
 }
 
 impl Job {
     /// Parses, version-checks and validates an untrusted document.
     pub fn from_json(bytes: &[u8], ctx: &ValidationContext) -> Result<Job, ProtocolError> {
         if bytes.len() > MAX_JOB_BYTES {
-            return Err(ProtocolError::TooLarge { size: bytes.len(), limit: MAX_JOB_BYTES });
+            return Err(ProtocolError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_JOB_BYTES,
+            });
         }
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| ProtocolError::Syntax(e.to_string()))?;
@@ -310,13 +314,25 @@ impl Job {
         match obj.get("v") {
             None => return Err(ProtocolError::MissingVersion),
             Some(v) if v.as_u64() == Some(crate::WIRE_VERSION as u64) => {}
-            Some(v) => return Err(ProtocolError::UnsupportedVersion { found: v.to_string() }),
+            Some(v) => {
+                return Err(ProtocolError::UnsupportedVersion {
+                    found: v.to_string(),
+                });
+            }
         }
         let kind = match obj.remove("kind") {
-            None => return Err(ValidationError::new("kind", "missing field `kind` (edit or create)").into()),
+            None => {
+                return Err(
+                    ValidationError::new("kind", "missing field `kind` (edit or create)").into(),
+                );
+            }
             Some(Value::String(k)) => k,
             Some(other) => {
-                return Err(ValidationError::new("kind", format!("expected a string, found {other}")).into());
+                return Err(ValidationError::new(
+                    "kind",
+                    format!("expected a string, found {other}"),
+                )
+                .into());
             }
         };
         match kind.as_str() {
@@ -412,13 +428,15 @@ struct Common<'a> {
     job_id: &'a JobId,
     tenant: &'a TenantId,
     priority: u8,
-    deadline: Option<DateTime<Utc>>,
     profile: &'a str,
 }
 
-fn check_common(c: Common<'_>, ctx: &ValidationContext) -> Result<(), ValidationError> {
+fn check_common(c: Common<'_>) -> Result<(), ValidationError> {
     if c.v != crate::WIRE_VERSION {
-        return Err(ValidationError::new("v", format!("unsupported wire version {}", c.v)));
+        return Err(ValidationError::new(
+            "v",
+            format!("unsupported wire version {}", c.v),
+        ));
     }
     c.job_id.check("job_id")?;
     c.tenant.check("tenant")?;
@@ -428,18 +446,12 @@ fn check_common(c: Common<'_>, ctx: &ValidationContext) -> Result<(), Validation
             format!("must be 0 to {MAX_PRIORITY}, got {}", c.priority),
         ));
     }
-    if let (Some(deadline), Some(now)) = (c.deadline, ctx.now) {
-        if (deadline - now).num_seconds() > MAX_DEADLINE_AHEAD_SECONDS {
-            return Err(ValidationError::new(
-                "deadline",
-                format!("more than {MAX_DEADLINE_AHEAD_SECONDS} s in the future"),
-            ));
-        }
-    }
     let p = c.profile;
     if p.is_empty()
         || p.len() > MAX_PROFILE_LEN
-        || !p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
+        || !p
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
     {
         return Err(ValidationError::new(
             "profile",
@@ -476,7 +488,9 @@ fn check_finite(path: &str, x: f64) -> Result<(), ValidationError> {
 impl Guidance {
     /// True when there is nothing to steer by: no instruction, no history, no style.
     pub fn is_empty(&self) -> bool {
-        self.instruction.as_deref().is_none_or(|s| s.trim().is_empty())
+        self.instruction
+            .as_deref()
+            .is_none_or(|s| s.trim().is_empty())
             && self.history.is_empty()
             && self.style.as_deref().is_none_or(|s| s.trim().is_empty())
     }
@@ -487,7 +501,10 @@ impl Guidance {
         if self.history.len() > MAX_HISTORY_ITEMS {
             return Err(ValidationError::new(
                 "guidance.history",
-                format!("{} items, over the limit of {MAX_HISTORY_ITEMS}", self.history.len()),
+                format!(
+                    "{} items, over the limit of {MAX_HISTORY_ITEMS}",
+                    self.history.len()
+                ),
             ));
         }
         let mut dim = None;
@@ -514,11 +531,17 @@ impl Guidance {
                     if e.is_empty() || e.len() > MAX_EMBEDDING_DIM {
                         return Err(ValidationError::new(
                             epath,
-                            format!("dimension must be 1 to {MAX_EMBEDDING_DIM}, got {}", e.len()),
+                            format!(
+                                "dimension must be 1 to {MAX_EMBEDDING_DIM}, got {}",
+                                e.len()
+                            ),
                         ));
                     }
                     if let Some(k) = e.iter().position(|x| !x.is_finite()) {
-                        return Err(ValidationError::new(format!("{epath}[{k}]"), "must be finite"));
+                        return Err(ValidationError::new(
+                            format!("{epath}[{k}]"),
+                            "must be finite",
+                        ));
                     }
                     if e.iter().all(|x| *x == 0.0) {
                         return Err(ValidationError::new(epath, "is all zeros (no direction)"));
@@ -558,17 +581,13 @@ fn check_size(path: &str, size: &FrameSize) -> Result<(), ValidationError> {
 impl EditJob {
     /// The semantic checks of an edit job.
     pub fn validate(&self, ctx: &ValidationContext) -> Result<(), ValidationError> {
-        check_common(
-            Common {
-                v: self.v,
-                job_id: &self.job_id,
-                tenant: &self.tenant,
-                priority: self.priority,
-                deadline: self.deadline,
-                profile: &self.profile,
-            },
-            ctx,
-        )?;
+        check_common(Common {
+            v: self.v,
+            job_id: &self.job_id,
+            tenant: &self.tenant,
+            priority: self.priority,
+            profile: &self.profile,
+        })?;
         self.source.parse("source", ctx.allow_local_media)?;
         self.guidance.validate(ctx)?;
         let o = &self.options;
@@ -577,7 +596,10 @@ impl EditJob {
         if !(MIN_CLIP_SECONDS..=MAX_CLIP_SECONDS).contains(&o.clip_seconds_min) {
             return Err(ValidationError::new(
                 "options.clip_seconds_min",
-                format!("must be {MIN_CLIP_SECONDS} to {MAX_CLIP_SECONDS}, got {}", o.clip_seconds_min),
+                format!(
+                    "must be {MIN_CLIP_SECONDS} to {MAX_CLIP_SECONDS}, got {}",
+                    o.clip_seconds_min
+                ),
             ));
         }
         if !(o.clip_seconds_min..=MAX_CLIP_SECONDS).contains(&o.clip_seconds_max) {
@@ -610,17 +632,13 @@ impl EditJob {
 impl CreateJob {
     /// The semantic checks of a create job.
     pub fn validate(&self, ctx: &ValidationContext) -> Result<(), ValidationError> {
-        check_common(
-            Common {
-                v: self.v,
-                job_id: &self.job_id,
-                tenant: &self.tenant,
-                priority: self.priority,
-                deadline: self.deadline,
-                profile: &self.profile,
-            },
-            ctx,
-        )?;
+        check_common(Common {
+            v: self.v,
+            job_id: &self.job_id,
+            tenant: &self.tenant,
+            priority: self.priority,
+            profile: &self.profile,
+        })?;
         self.guidance.validate(ctx)?;
         match (self.mode, &self.conditioning) {
             (CreateMode::Generate, Some(_)) => {
@@ -636,7 +654,8 @@ impl CreateJob {
                 ));
             }
             (_, Some(c)) => {
-                c.source.parse("conditioning.source", ctx.allow_local_media)?;
+                c.source
+                    .parse("conditioning.source", ctx.allow_local_media)?;
                 check_finite("conditioning.start_s", c.start_s)?;
                 check_finite("conditioning.end_s", c.end_s)?;
                 if c.start_s < 0.0 {
@@ -669,7 +688,10 @@ impl CreateJob {
         if self.sampler.steps == 0 || self.sampler.steps > MAX_SAMPLER_STEPS {
             return Err(ValidationError::new(
                 "sampler.steps",
-                format!("must be 1 to {MAX_SAMPLER_STEPS}, got {}", self.sampler.steps),
+                format!(
+                    "must be 1 to {MAX_SAMPLER_STEPS}, got {}",
+                    self.sampler.steps
+                ),
             ));
         }
         Ok(())

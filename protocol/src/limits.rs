@@ -43,5 +43,3 @@ pub const MAX_FPS: u32 = 120;
 pub const MAX_SAMPLER_STEPS: u32 = 1_000;
 /// Longest conditioning range, in seconds.
 pub const MAX_CONDITIONING_SECONDS: f64 = 600.0;
-/// Farthest a deadline may lie in the future, in seconds (7 days).
-pub const MAX_DEADLINE_AHEAD_SECONDS: i64 = 7 * 24 * 3600;

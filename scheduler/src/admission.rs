@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use bus::{Bus, Delivery, Message, topology};
 use chrono::Utc;
-use protocol::{ErrorCode, Event, EventBody, Job, JobId, JobResult, JobState, JobStatus, Task, TenantId, ValidationContext};
+use protocol::{
+    ErrorCode, Event, EventBody, Job, JobId, JobResult, JobState, JobStatus, Task, TenantId,
+    ValidationContext,
+};
 use tracing::{info, info_span, warn};
 
 use crate::SchedulerConfig;
@@ -31,7 +34,9 @@ impl Admission {
     pub async fn admit(&self, delivery: Delivery) {
         let span = info_span!("admit", message_id = %delivery.message.id);
         let _g = span.enter();
-        let ctx = ValidationContext { allow_local_media: self.cfg.allow_local_media, now: Some(Utc::now()) };
+        let ctx = ValidationContext {
+            allow_local_media: self.cfg.allow_local_media,
+        };
         let outcome = match Job::from_json(&delivery.message.body, &ctx) {
             Ok(job) => self.route(job).await,
             Err(e) => {
@@ -39,7 +44,14 @@ impl Admission {
                 warn!(%job_id, code = %e.code(), "refused: {e}");
                 match self.table.admit(job_id.clone(), tenant.clone(), None).await {
                     Admit::New => {
-                        let result = JobResult::failure(job_id, tenant, None, JobStatus::Failed, e.code(), e.to_string());
+                        let result = JobResult::failure(
+                            job_id,
+                            tenant,
+                            None,
+                            JobStatus::Failed,
+                            e.code(),
+                            e.to_string(),
+                        );
                         self.publish_finished(result).await
                     }
                     Admit::Duplicate(_) => Ok(()),
@@ -61,7 +73,11 @@ impl Admission {
 
     async fn route(&self, job: Job) -> Result<(), bus::BusError> {
         let job_id = job.job_id().clone();
-        match self.table.admit(job_id.clone(), job.tenant().clone(), Some(job.kind())).await {
+        match self
+            .table
+            .admit(job_id.clone(), job.tenant().clone(), Some(job.kind()))
+            .await
+        {
             Admit::Duplicate(state) => {
                 info!(%job_id, state = state.as_str(), "duplicate submission ignored");
                 return Ok(());
@@ -79,38 +95,77 @@ impl Admission {
             );
             return self.publish_finished(result).await;
         }
-        let queue = topology::declare_task_queue(self.bus.as_ref(), job.kind(), job.profile()).await?;
+        let queue =
+            topology::declare_task_queue(self.bus.as_ref(), job.kind(), job.profile()).await?;
         let (tenant, priority) = (job.tenant().clone(), job.priority());
         let body = serde_json::to_vec(&Task::first(job)).expect("tasks serialise");
-        self.bus.publish("", &queue, Message::new(job_id.to_string(), body).with_priority(priority)).await?;
+        self.bus
+            .publish(
+                "",
+                &queue,
+                Message::new(job_id.to_string(), body).with_priority(priority),
+            )
+            .await?;
         info!(%job_id, %queue, priority, "dispatched");
-        let ev = Event::now(job_id, tenant, &self.cfg.id, EventBody::State { state: JobState::Dispatched, detail: Some(queue) });
+        let ev = Event::now(
+            job_id,
+            tenant,
+            &self.cfg.id,
+            EventBody::State {
+                state: JobState::Dispatched,
+                detail: Some(queue),
+            },
+        );
         self.publish_event(&ev).await
     }
 
     async fn publish_finished(&self, result: JobResult) -> Result<(), bus::BusError> {
-        let ev = Event::now(result.job_id.clone(), result.tenant.clone(), &self.cfg.id, EventBody::Finished { result: Box::new(result) });
+        let ev = Event::now(
+            result.job_id.clone(),
+            result.tenant.clone(),
+            &self.cfg.id,
+            EventBody::Finished {
+                result: Box::new(result),
+            },
+        );
         self.publish_event(&ev).await
     }
 
     async fn publish_event(&self, ev: &Event) -> Result<(), bus::BusError> {
         let body = serde_json::to_vec(ev).expect("events serialise");
-        self.bus.publish(topology::EVENTS_EXCHANGE, &ev.routing_key(), Message::new(ev.job_id.to_string(), body)).await
+        self.bus
+            .publish(
+                topology::EVENTS_EXCHANGE,
+                &ev.routing_key(),
+                Message::new(ev.job_id.to_string(), body),
+            )
+            .await
     }
 }
 
 /// The best ids to report a refused document under: its own `job_id`/`tenant` when they are
 /// valid, else the message id, else `unknown`.
 fn ids_of_invalid(message: &Message) -> (JobId, TenantId) {
-    let doc: Option<serde_json::Value> =
-        if message.body.len() <= protocol::limits::MAX_JOB_BYTES { serde_json::from_slice(&message.body).ok() } else { None };
-    let field = |name: &str| doc.as_ref().and_then(|d| d.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
+    let doc: Option<serde_json::Value> = if message.body.len() <= protocol::limits::MAX_JOB_BYTES {
+        serde_json::from_slice(&message.body).ok()
+    } else {
+        None
+    };
+    let field = |name: &str| {
+        doc.as_ref()
+            .and_then(|d| d.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
     let job_id = field("job_id")
         .map(JobId)
         .filter(|id| id.check("job_id").is_ok())
         .or_else(|| Some(JobId(message.id.clone())).filter(|id| id.check("job_id").is_ok()))
         .unwrap_or_else(|| JobId(format!("invalid-{}", &hex_digest(&message.body)[..16])));
-    let tenant = field("tenant").map(TenantId).filter(|t| t.check("tenant").is_ok()).unwrap_or_else(|| TenantId("unknown".into()));
+    let tenant = field("tenant")
+        .map(TenantId)
+        .filter(|t| t.check("tenant").is_ok())
+        .unwrap_or_else(|| TenantId("unknown".into()));
     (job_id, tenant)
 }
 

@@ -29,7 +29,11 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { id: "scheduler".into(), allow_local_media: false, prefetch: 64 }
+        SchedulerConfig {
+            id: "scheduler".into(),
+            allow_local_media: false,
+            prefetch: 64,
+        }
     }
 }
 
@@ -51,7 +55,11 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler over `bus`, with an empty job table.
     pub fn new(bus: Arc<dyn Bus>, cfg: SchedulerConfig) -> Self {
-        Scheduler { bus, cfg, table: JobTable::spawn() }
+        Scheduler {
+            bus,
+            cfg,
+            table: JobTable::spawn(),
+        }
     }
 
     /// A handle on the job table (status queries).
@@ -63,8 +71,14 @@ impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
         topology::declare_core(self.bus.as_ref()).await?;
         let admission = Admission::new(self.bus.clone(), self.table.clone(), self.cfg.clone());
-        let mut submissions = self.bus.consume(topology::SUBMIT_QUEUE, self.cfg.prefetch).await?;
-        let mut events = self.bus.consume(topology::SCHEDULER_EVENTS_QUEUE, 256).await?;
+        let mut submissions = self
+            .bus
+            .consume(topology::SUBMIT_QUEUE, self.cfg.prefetch)
+            .await?;
+        let mut events = self
+            .bus
+            .consume(topology::SCHEDULER_EVENTS_QUEUE, 256)
+            .await?;
         info!(id = %self.cfg.id, "scheduler admitting jobs");
         loop {
             tokio::select! {

@@ -37,10 +37,20 @@ pub enum Admit {
 }
 
 enum Command {
-    Admit { job_id: JobId, tenant: TenantId, kind: Option<JobKind>, reply: oneshot::Sender<Admit> },
+    Admit {
+        job_id: JobId,
+        tenant: TenantId,
+        kind: Option<JobKind>,
+        reply: oneshot::Sender<Admit>,
+    },
     Apply(Box<Event>),
-    Get { job_id: JobId, reply: oneshot::Sender<Option<JobRecord>> },
-    Counts { reply: oneshot::Sender<HashMap<JobState, usize>> },
+    Get {
+        job_id: JobId,
+        reply: oneshot::Sender<Option<JobRecord>>,
+    },
+    Counts {
+        reply: oneshot::Sender<HashMap<JobState, usize>>,
+    },
 }
 
 /// A handle on the job table; clones share it.
@@ -57,13 +67,26 @@ impl JobTable {
             let mut jobs: HashMap<JobId, JobRecord> = HashMap::new();
             while let Some(cmd) = rx.recv().await {
                 match cmd {
-                    Command::Admit { job_id, tenant, kind, reply } => {
+                    Command::Admit {
+                        job_id,
+                        tenant,
+                        kind,
+                        reply,
+                    } => {
                         let out = match jobs.get(&job_id) {
                             Some(r) => Admit::Duplicate(r.state),
                             None => {
                                 jobs.insert(
                                     job_id.clone(),
-                                    JobRecord { job_id, tenant, kind, state: JobState::Queued, detail: None, result: None, updated_at: Utc::now() },
+                                    JobRecord {
+                                        job_id,
+                                        tenant,
+                                        kind,
+                                        state: JobState::Queued,
+                                        detail: None,
+                                        result: None,
+                                        updated_at: Utc::now(),
+                                    },
                                 );
                                 Admit::New
                             }
@@ -90,7 +113,15 @@ impl JobTable {
     /// Records a job id as queued unless it was seen before.
     pub async fn admit(&self, job_id: JobId, tenant: TenantId, kind: Option<JobKind>) -> Admit {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Command::Admit { job_id, tenant, kind, reply }).await;
+        let _ = self
+            .tx
+            .send(Command::Admit {
+                job_id,
+                tenant,
+                kind,
+                reply,
+            })
+            .await;
         rx.await.unwrap_or(Admit::Duplicate(JobState::Failed))
     }
 
@@ -102,7 +133,13 @@ impl JobTable {
     /// The record of a job.
     pub async fn get(&self, job_id: &JobId) -> Option<JobRecord> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Command::Get { job_id: job_id.clone(), reply }).await;
+        let _ = self
+            .tx
+            .send(Command::Get {
+                job_id: job_id.clone(),
+                reply,
+            })
+            .await;
         rx.await.ok().flatten()
     }
 
@@ -117,7 +154,11 @@ impl JobTable {
 fn apply(jobs: &mut HashMap<JobId, JobRecord>, ev: Event) {
     let (state, detail, result) = match ev.event {
         EventBody::State { state, detail } => (state, detail, None),
-        EventBody::Finished { result } => (result.status.into(), result.error.as_ref().map(|e| e.message.clone()), Some(*result)),
+        EventBody::Finished { result } => (
+            result.status.into(),
+            result.error.as_ref().map(|e| e.message.clone()),
+            Some(*result),
+        ),
         EventBody::Progress { .. } => return,
     };
     let rec = jobs.entry(ev.job_id.clone()).or_insert_with(|| JobRecord {
@@ -146,22 +187,54 @@ mod tests {
     use protocol::{ErrorCode, JobStatus};
 
     fn state_event(id: &str, state: JobState) -> Event {
-        Event::now(id.into(), "t".into(), "test", EventBody::State { state, detail: None })
+        Event::now(
+            id.into(),
+            "t".into(),
+            "test",
+            EventBody::State {
+                state,
+                detail: None,
+            },
+        )
     }
 
     #[tokio::test]
     async fn admit_once_and_terminal_states_stick() {
         let t = JobTable::spawn();
-        assert_eq!(t.admit("a".into(), "t".into(), Some(JobKind::Edit)).await, Admit::New);
-        assert_eq!(t.admit("a".into(), "t".into(), Some(JobKind::Edit)).await, Admit::Duplicate(JobState::Queued));
+        assert_eq!(
+            t.admit("a".into(), "t".into(), Some(JobKind::Edit)).await,
+            Admit::New
+        );
+        assert_eq!(
+            t.admit("a".into(), "t".into(), Some(JobKind::Edit)).await,
+            Admit::Duplicate(JobState::Queued)
+        );
         t.apply(state_event("a", JobState::Running)).await;
-        let failed = JobResult::failure("a".into(), "t".into(), Some(JobKind::Edit), JobStatus::Failed, ErrorCode::InvalidMedia, "bad");
-        t.apply(Event::now("a".into(), "t".into(), "w", EventBody::Finished { result: Box::new(failed) })).await;
+        let failed = JobResult::failure(
+            "a".into(),
+            "t".into(),
+            Some(JobKind::Edit),
+            JobStatus::Failed,
+            ErrorCode::InvalidMedia,
+            "bad",
+        );
+        t.apply(Event::now(
+            "a".into(),
+            "t".into(),
+            "w",
+            EventBody::Finished {
+                result: Box::new(failed),
+            },
+        ))
+        .await;
         t.apply(state_event("a", JobState::Running)).await;
         let rec = t.get(&"a".into()).await.unwrap();
         assert_eq!(rec.state, JobState::Failed);
         assert_eq!(rec.detail.as_deref(), Some("bad"));
-        assert_eq!(rec.result.unwrap().error.unwrap().code, ErrorCode::InvalidMedia);
+        assert_eq!(
+            rec.result.unwrap().error.unwrap().code,
+            ErrorCode::InvalidMedia
+        );
         assert_eq!(t.counts().await.get(&JobState::Failed), Some(&1));
         assert!(t.get(&"zzz".into()).await.is_none());
     }

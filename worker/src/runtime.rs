@@ -11,8 +11,8 @@ use std::sync::atomic::AtomicBool;
 use bus::{Acker, Bus, Message, topology};
 use chrono::Utc;
 use protocol::{
-    ErrorCode, Event, EventBody, Job, JobId, JobKind, JobResult, JobState, JobStatus, Output, Stage, StageTiming,
-    Task, TenantId, ValidationContext,
+    ErrorCode, Event, EventBody, Job, JobId, JobKind, JobResult, JobState, JobStatus, Output,
+    Stage, StageTiming, Task, TenantId, ValidationContext,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -77,7 +77,13 @@ pub struct Worker {
 impl Worker {
     /// A worker over a bus and a store.
     pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn Store>, cfg: WorkerConfig) -> Self {
-        Worker { bus, store, cfg, edit: EditPipeline::default(), create: CreatePipeline::default() }
+        Worker {
+            bus,
+            store,
+            cfg,
+            edit: EditPipeline::default(),
+            create: CreatePipeline::default(),
+        }
     }
 
     /// Declares its queues and consumes until `shutdown` is cancelled; in-flight tasks finish.
@@ -120,7 +126,11 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 d = rx.recv() => match d { Some(d) => d, None => break },
             };
-            let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
             let this = this.clone();
             running.spawn(async move {
                 let (message, redelivered, acker) = delivery.into_parts();
@@ -160,7 +170,12 @@ impl Worker {
                 Err(e) => return self.requeue(acker, &e.to_string()).await,
             }
             if job.deadline().is_some_and(|d| d < Utc::now()) {
-                let r = self.failure(job, JobStatus::Expired, ErrorCode::DeadlineExceeded, "deadline passed before the job started");
+                let r = self.failure(
+                    job,
+                    JobStatus::Expired,
+                    ErrorCode::DeadlineExceeded,
+                    "deadline passed before the job started",
+                );
                 return self.commit(r, acker).await;
             }
             self.publish_state(job, JobState::Running, None).await;
@@ -168,7 +183,11 @@ impl Worker {
                 Ok(result) => self.commit(result, acker).await,
                 Err(e) if e.is_transient() => self.requeue(acker, &e.to_string()).await,
                 Err(e) => {
-                    let status = if matches!(e, PipelineError::Cancelled) { JobStatus::Cancelled } else { JobStatus::Failed };
+                    let status = if matches!(e, PipelineError::Cancelled) {
+                        JobStatus::Cancelled
+                    } else {
+                        JobStatus::Failed
+                    };
                     warn!(code = %e.code(), "job failed: {e}");
                     let r = self.failure(job, status, e.code(), e.to_string());
                     self.commit(r, acker).await
@@ -181,23 +200,42 @@ impl Worker {
 
     async fn existing_result(&self, job: &Job) -> Result<Option<JobResult>, StorageError> {
         let key = output_key(job.tenant(), job.job_id(), RESULT_FILE)?;
-        Ok(self.store.get(&key).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+        Ok(self
+            .store
+            .get(&key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     /// Runs the pipeline and uploads its artifacts; the result is not yet committed.
     async fn execute(&self, task: &Task) -> Result<JobResult, PipelineError> {
         let job = task.job.clone();
         std::fs::create_dir_all(&self.cfg.scratch_dir)?;
-        let scratch = tempfile::Builder::new().prefix("reelforge-").tempdir_in(&self.cfg.scratch_dir)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("reelforge-")
+            .tempdir_in(&self.cfg.scratch_dir)?;
         let progress = Arc::new(EventProgress::new(self.bus.clone(), &job, &self.cfg.id));
-        let mut ctx = JobContext::new(scratch.path().to_owned(), self.cfg.limits.clone(), progress, Arc::new(AtomicBool::new(false)));
+        let mut ctx = JobContext::new(
+            scratch.path().to_owned(),
+            self.cfg.limits.clone(),
+            progress,
+            Arc::new(AtomicBool::new(false)),
+        );
         let max_bytes = self.cfg.limits.max_file_bytes;
         let allow_local = self.cfg.allow_local_media;
         let t0 = std::time::Instant::now();
         let inputs = match &job {
-            Job::Edit(e) => vec![e.source.parse("source", allow_local).map_err(|e| PipelineError::Unsupported(e.to_string()))?],
+            Job::Edit(e) => vec![
+                e.source
+                    .parse("source", allow_local)
+                    .map_err(|e| PipelineError::Unsupported(e.to_string()))?,
+            ],
             Job::Create(c) => match &c.conditioning {
-                Some(cond) => vec![cond.source.parse("conditioning.source", allow_local).map_err(|e| PipelineError::Unsupported(e.to_string()))?],
+                Some(cond) => vec![
+                    cond.source
+                        .parse("conditioning.source", allow_local)
+                        .map_err(|e| PipelineError::Unsupported(e.to_string()))?,
+                ],
                 None => vec![],
             },
         };
@@ -205,7 +243,10 @@ impl Worker {
         for loc in &inputs {
             fetched.push(self.store.fetch(loc, scratch.path(), max_bytes).await?);
         }
-        let download = StageTiming { stage: Stage::Download, ms: t0.elapsed().as_secs_f64() * 1e3 };
+        let download = StageTiming {
+            stage: Stage::Download,
+            ms: t0.elapsed().as_secs_f64() * 1e3,
+        };
         let (edit, create) = (self.edit.clone(), self.create.clone());
         let (output, ctx) = tokio::task::spawn_blocking(move || {
             let out = match &job {
@@ -215,20 +256,39 @@ impl Worker {
             (out, ctx)
         })
         .await
-        .map_err(|e| PipelineError::Io(std::io::Error::other(format!("pipeline thread panicked: {e}"))))?;
+        .map_err(|e| {
+            PipelineError::Io(std::io::Error::other(format!(
+                "pipeline thread panicked: {e}"
+            )))
+        })?;
         let PipelineOutput { artifacts, models } = output?;
         let t1 = std::time::Instant::now();
         let mut outputs = Vec::with_capacity(artifacts.len());
         let job = &task.job;
         for (i, a) in artifacts.iter().enumerate() {
             let key = output_key(job.tenant(), job.job_id(), &a.name)?;
-            let mut meta = ObjectMeta { content_type: a.content_type.into(), ..Default::default() };
+            let mut meta = ObjectMeta {
+                content_type: a.content_type.into(),
+                ..Default::default()
+            };
             meta.entries.insert("ai-generated".into(), "true".into());
-            meta.entries.insert("generator".into(), format!("reelforge/{}", env!("CARGO_PKG_VERSION")));
-            meta.entries.insert("job-id".into(), job.job_id().to_string());
-            meta.entries.insert("models".into(), models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(","));
+            meta.entries.insert(
+                "generator".into(),
+                format!("reelforge/{}", env!("CARGO_PKG_VERSION")),
+            );
+            meta.entries
+                .insert("job-id".into(), job.job_id().to_string());
+            meta.entries.insert(
+                "models".into(),
+                models
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
             let stored = self.store.put_file(&key, &a.path, &meta).await?;
-            ctx.progress.progress(Stage::Upload, i as u64 + 1, artifacts.len() as u64);
+            ctx.progress
+                .progress(Stage::Upload, i as u64 + 1, artifacts.len() as u64);
             outputs.push(Output {
                 kind: a.kind,
                 uri: stored.uri,
@@ -244,7 +304,10 @@ impl Worker {
         }
         let mut timings = vec![download];
         timings.extend_from_slice(ctx.timings());
-        timings.push(StageTiming { stage: Stage::Upload, ms: t1.elapsed().as_secs_f64() * 1e3 });
+        timings.push(StageTiming {
+            stage: Stage::Upload,
+            ms: t1.elapsed().as_secs_f64() * 1e3,
+        });
         Ok(JobResult {
             v: protocol::WIRE_VERSION,
             job_id: job.job_id().clone(),
@@ -261,8 +324,21 @@ impl Worker {
         })
     }
 
-    fn failure(&self, job: &Job, status: JobStatus, code: ErrorCode, msg: impl Into<String>) -> JobResult {
-        let mut r = JobResult::failure(job.job_id().clone(), job.tenant().clone(), Some(job.kind()), status, code, msg);
+    fn failure(
+        &self,
+        job: &Job,
+        status: JobStatus,
+        code: ErrorCode,
+        msg: impl Into<String>,
+    ) -> JobResult {
+        let mut r = JobResult::failure(
+            job.job_id().clone(),
+            job.tenant().clone(),
+            Some(job.kind()),
+            status,
+            code,
+            msg,
+        );
         r.worker = Some(self.cfg.id.clone());
         r
     }
@@ -272,7 +348,10 @@ impl Worker {
     async fn commit(&self, mut result: JobResult, acker: Box<dyn Acker>) {
         result.worker.get_or_insert_with(|| self.cfg.id.clone());
         let bytes = serde_json::to_vec_pretty(&result).expect("results serialise");
-        let meta = ObjectMeta { content_type: "application/json".into(), ..Default::default() };
+        let meta = ObjectMeta {
+            content_type: "application/json".into(),
+            ..Default::default()
+        };
         let stored = match output_key(&result.tenant, &result.job_id, RESULT_FILE) {
             Ok(key) => self.store.put_bytes(&key, &bytes, &meta).await.map(|_| ()),
             Err(e) => Err(e),
@@ -290,13 +369,24 @@ impl Worker {
     /// Publishes the `finished` event (confirmed) and acks.
     async fn finish(&self, result: JobResult, acker: Box<dyn Acker>) {
         let status = result.status;
-        let event = Event::now(result.job_id.clone(), result.tenant.clone(), &self.cfg.id, EventBody::Finished { result: Box::new(result) });
+        let event = Event::now(
+            result.job_id.clone(),
+            result.tenant.clone(),
+            &self.cfg.id,
+            EventBody::Finished {
+                result: Box::new(result),
+            },
+        );
         if let Err(e) = publish_event(self.bus.as_ref(), &event).await {
-            return self.requeue(acker, &format!("finished event not confirmed: {e}")).await;
+            return self
+                .requeue(acker, &format!("finished event not confirmed: {e}"))
+                .await;
         }
         info!(status = ?status, "job finished");
         if let Err(e) = acker.ack().await {
-            warn!("ack failed ({e}); the broker will redeliver and the manifest stops a second run");
+            warn!(
+                "ack failed ({e}); the broker will redeliver and the manifest stops a second run"
+            );
         }
     }
 
@@ -308,7 +398,12 @@ impl Worker {
     }
 
     async fn publish_state(&self, job: &Job, state: JobState, detail: Option<String>) {
-        let event = Event::now(job.job_id().clone(), job.tenant().clone(), &self.cfg.id, EventBody::State { state, detail });
+        let event = Event::now(
+            job.job_id().clone(),
+            job.tenant().clone(),
+            &self.cfg.id,
+            EventBody::State { state, detail },
+        );
         if let Err(e) = publish_event(self.bus.as_ref(), &event).await {
             warn!("state event not published: {e}");
         }
@@ -324,14 +419,32 @@ fn parse_task(message: &Message, cfg: &WorkerConfig) -> Result<Task, TaskRefusal
         let msg = format!("task is {} bytes, over the limit", message.body.len());
         return Err((fallback_id, unknown, ErrorCode::JobTooLarge, msg));
     }
-    let task: Task = serde_json::from_slice(&message.body)
-        .map_err(|e| (fallback_id.clone(), unknown.clone(), ErrorCode::InvalidJob, format!("malformed task: {e}")))?;
-    let ctx = ValidationContext { allow_local_media: cfg.allow_local_media, now: None };
-    task.job
-        .validate(&ctx)
-        .map_err(|e| (fallback_id.clone(), unknown.clone(), ErrorCode::InvalidJob, format!("invalid job at {e}")))?;
+    let task: Task = serde_json::from_slice(&message.body).map_err(|e| {
+        (
+            fallback_id.clone(),
+            unknown.clone(),
+            ErrorCode::InvalidJob,
+            format!("malformed task: {e}"),
+        )
+    })?;
+    let ctx = ValidationContext {
+        allow_local_media: cfg.allow_local_media,
+    };
+    task.job.validate(&ctx).map_err(|e| {
+        (
+            fallback_id.clone(),
+            unknown.clone(),
+            ErrorCode::InvalidJob,
+            format!("invalid job at {e}"),
+        )
+    })?;
     if task.v != protocol::WIRE_VERSION {
-        return Err((fallback_id, unknown, ErrorCode::UnsupportedVersion, format!("task version {}", task.v)));
+        return Err((
+            fallback_id,
+            unknown,
+            ErrorCode::UnsupportedVersion,
+            format!("task version {}", task.v),
+        ));
     }
     Ok(task)
 }
@@ -350,7 +463,12 @@ pub fn sanitise_id(raw: &str) -> String {
 /// Publishes an event on the events exchange, confirmed.
 pub async fn publish_event(bus: &dyn Bus, event: &Event) -> Result<(), bus::BusError> {
     let body = serde_json::to_vec(event).expect("events serialise");
-    bus.publish(topology::EVENTS_EXCHANGE, &event.routing_key(), Message::new(event.job_id.to_string(), body)).await
+    bus.publish(
+        topology::EVENTS_EXCHANGE,
+        &event.routing_key(),
+        Message::new(event.job_id.to_string(), body),
+    )
+    .await
 }
 
 /// Turns stage progress into events, published in order by a background task, at most one
@@ -371,7 +489,13 @@ impl EventProgress {
                 let _ = publish_event(bus.as_ref(), &ev).await;
             }
         });
-        EventProgress { tx, job_id: job.job_id().clone(), tenant: job.tenant().clone(), source: source.into(), last: Default::default() }
+        EventProgress {
+            tx,
+            job_id: job.job_id().clone(),
+            tenant: job.tenant().clone(),
+            source: source.into(),
+            last: Default::default(),
+        }
     }
 }
 
@@ -380,12 +504,19 @@ impl ProgressSink for EventProgress {
         let now = std::time::Instant::now();
         let mut last = self.last.lock().expect("progress lock");
         let due = match *last {
-            Some((s, t)) if s == stage => now.duration_since(t).as_millis() >= 100 || (total > 0 && done >= total),
+            Some((s, t)) if s == stage => {
+                now.duration_since(t).as_millis() >= 100 || (total > 0 && done >= total)
+            }
             _ => true,
         };
         if due {
             *last = Some((stage, now));
-            let ev = Event::now(self.job_id.clone(), self.tenant.clone(), &self.source, EventBody::Progress { stage, done, total });
+            let ev = Event::now(
+                self.job_id.clone(),
+                self.tenant.clone(),
+                &self.source,
+                EventBody::Progress { stage, done, total },
+            );
             let _ = self.tx.send(ev);
         }
     }

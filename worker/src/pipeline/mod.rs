@@ -44,19 +44,37 @@ pub struct JobContext {
 
 impl JobContext {
     /// A context over `scratch`.
-    pub fn new(scratch: PathBuf, limits: MediaLimits, progress: Arc<dyn ProgressSink>, cancel: Arc<AtomicBool>) -> Self {
-        JobContext { scratch, limits, progress, cancel, timings: Vec::new() }
+    pub fn new(
+        scratch: PathBuf,
+        limits: MediaLimits,
+        progress: Arc<dyn ProgressSink>,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
+        JobContext {
+            scratch,
+            limits,
+            progress,
+            cancel,
+            timings: Vec::new(),
+        }
     }
 
     /// Runs one stage: checks cancellation first, times it, reports its start.
-    pub fn stage<T>(&mut self, stage: Stage, f: impl FnOnce(&mut Self) -> Result<T, PipelineError>) -> Result<T, PipelineError> {
+    pub fn stage<T>(
+        &mut self,
+        stage: Stage,
+        f: impl FnOnce(&mut Self) -> Result<T, PipelineError>,
+    ) -> Result<T, PipelineError> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(PipelineError::Cancelled);
         }
         self.progress.progress(stage, 0, 0);
         let t = Instant::now();
         let out = f(self);
-        self.timings.push(StageTiming { stage, ms: t.elapsed().as_secs_f64() * 1e3 });
+        self.timings.push(StageTiming {
+            stage,
+            ms: t.elapsed().as_secs_f64() * 1e3,
+        });
         out
     }
 
@@ -94,7 +112,12 @@ pub struct Artifact {
 
 impl Artifact {
     /// An artifact with no timing or score.
-    pub fn new(kind: OutputKind, path: &Path, name: impl Into<String>, content_type: &'static str) -> Self {
+    pub fn new(
+        kind: OutputKind,
+        path: &Path,
+        name: impl Into<String>,
+        content_type: &'static str,
+    ) -> Self {
         Artifact {
             kind,
             path: path.to_owned(),
@@ -147,9 +170,11 @@ impl PipelineError {
     /// The code a failed result carries.
     pub fn code(&self) -> ErrorCode {
         match self {
-            PipelineError::Media(MediaError::TooLong { .. } | MediaError::TooManyPixels { .. } | MediaError::FileTooLarge { .. }) => {
-                ErrorCode::InputTooLarge
-            }
+            PipelineError::Media(
+                MediaError::TooLong { .. }
+                | MediaError::TooManyPixels { .. }
+                | MediaError::FileTooLarge { .. },
+            ) => ErrorCode::InputTooLarge,
             PipelineError::Media(MediaError::Io(_)) => ErrorCode::Internal,
             PipelineError::Media(_) => ErrorCode::InvalidMedia,
             PipelineError::Storage(StorageError::NotFound(_)) => ErrorCode::InputNotFound,

@@ -83,11 +83,26 @@ pub struct StoredObject {
 pub trait Store: Send + Sync + 'static {
     /// Makes an input readable as a local file (downloading it into `scratch` when remote) and
     /// returns its path. Refuses inputs over `max_bytes`.
-    async fn fetch(&self, location: &MediaLocation, scratch: &Path, max_bytes: u64) -> Result<PathBuf, StorageError>;
+    async fn fetch(
+        &self,
+        location: &MediaLocation,
+        scratch: &Path,
+        max_bytes: u64,
+    ) -> Result<PathBuf, StorageError>;
     /// Stores a local file under `key`; durable when it returns.
-    async fn put_file(&self, key: &str, file: &Path, meta: &ObjectMeta) -> Result<StoredObject, StorageError>;
+    async fn put_file(
+        &self,
+        key: &str,
+        file: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<StoredObject, StorageError>;
     /// Stores bytes under `key`; durable when it returns.
-    async fn put_bytes(&self, key: &str, bytes: &[u8], meta: &ObjectMeta) -> Result<StoredObject, StorageError>;
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        meta: &ObjectMeta,
+    ) -> Result<StoredObject, StorageError>;
     /// Reads an object, `None` when absent.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 }
@@ -95,7 +110,10 @@ pub trait Store: Send + Sync + 'static {
 /// The key of a job's output `name`: `{tenant}/{job_id}/{name}`, checked.
 pub fn output_key(tenant: &TenantId, job_id: &JobId, name: &str) -> Result<String, StorageError> {
     let key = format!("{tenant}/{job_id}/{name}");
-    protocol::media::check_key(&key).map_err(|reason| StorageError::InvalidKey { key: key.clone(), reason })?;
+    protocol::media::check_key(&key).map_err(|reason| StorageError::InvalidKey {
+        key: key.clone(),
+        reason,
+    })?;
     Ok(key)
 }
 

@@ -1,0 +1,279 @@
+//! The embedded mode end to end: scheduler and worker over the in-process bus and a local store,
+//! the same code paths as the fleet. (Fleet tests against RabbitMQ live beside this file.)
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::memory::MemoryBus;
+use bus::{Bus, Consumer, Message, QueueSpec, topology};
+use protocol::{ErrorCode, Event, EventBody, JobKind, JobResult, JobState, JobStatus, Task};
+use scheduler::{Scheduler, SchedulerConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use worker::storage::local::LocalStore;
+use worker::{Worker, WorkerConfig};
+
+struct Harness {
+    bus: Arc<MemoryBus>,
+    dir: tempfile::TempDir,
+    events: Box<dyn Consumer>,
+    stop: CancellationToken,
+    seen: Vec<Event>,
+    sample: PathBuf,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = dir.path().join("sample.mp4");
+        worker::samples::write_sample_video(&sample, 4.0, 25, 160, 90, 2).unwrap();
+        let bus = Arc::new(MemoryBus::new());
+        topology::declare_core(bus.as_ref()).await.unwrap();
+        bus.declare_queue(&QueueSpec::durable("test.events"))
+            .await
+            .unwrap();
+        bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#")
+            .await
+            .unwrap();
+        let events = bus.consume("test.events", 1000).await.unwrap();
+        let stop = CancellationToken::new();
+        let store = Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
+        let sched = Scheduler::new(
+            bus.clone(),
+            SchedulerConfig {
+                allow_local_media: true,
+                ..Default::default()
+            },
+        );
+        let cfg = WorkerConfig {
+            id: "w1".into(),
+            capacity: 2,
+            scratch_dir: dir.path().join("scratch"),
+            allow_local_media: true,
+            ..Default::default()
+        };
+        tokio::spawn(sched.run(stop.clone()));
+        tokio::spawn(Worker::new(bus.clone(), store, cfg).run(stop.clone()));
+        Harness {
+            bus,
+            dir,
+            events,
+            stop,
+            seen: Vec::new(),
+            sample,
+        }
+    }
+
+    fn source(&self) -> String {
+        format!("file://{}", self.sample.display())
+    }
+
+    fn edit(&self, id: &str) -> Value {
+        json!({
+            "v": 1, "kind": "edit", "job_id": id, "tenant": "t1", "source": self.source(),
+            "guidance": { "instruction": "x" }, "options": { "clips": 1, "clip_seconds_min": 1.0, "clip_seconds_max": 1.0 }
+        })
+    }
+
+    async fn submit(&self, id: &str, body: Vec<u8>) {
+        self.bus
+            .publish(
+                topology::JOBS_EXCHANGE,
+                topology::SUBMIT_KEY,
+                Message::new(id, body),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Collects events until every id in `ids` has finished; returns their results.
+    async fn finished(&mut self, ids: &[&str]) -> HashMap<String, JobResult> {
+        let mut out = HashMap::new();
+        while ids.iter().any(|id| !out.contains_key(*id)) {
+            let d = tokio::time::timeout(Duration::from_secs(60), self.events.next())
+                .await
+                .expect("events within 60 s")
+                .unwrap()
+                .unwrap();
+            let ev: Event = serde_json::from_slice(&d.message.body).unwrap();
+            d.ack().await.unwrap();
+            if let EventBody::Finished { result } = &ev.event {
+                out.insert(result.job_id.to_string(), (**result).clone());
+            }
+            self.seen.push(ev);
+        }
+        out
+    }
+
+    fn count(&self, id: &str, state: JobState) -> usize {
+        self.seen
+            .iter()
+            .filter(|e| {
+                e.job_id.as_str() == id
+                    && matches!(e.event, EventBody::State { state: s, .. } if s == state)
+            })
+            .count()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn path_of(uri: &str) -> &Path {
+    Path::new(uri.strip_prefix("file://").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_succeed_and_result_json_commits_them() {
+    let mut h = Harness::start().await;
+    let create = json!({
+        "v": 1, "kind": "create", "job_id": "c1", "tenant": "t1", "mode": "predict",
+        "conditioning": { "source": h.source(), "start_s": 0.0, "end_s": 1.0 },
+        "frames": 4, "fps": 4, "size": { "width": 32, "height": 32 }
+    });
+    h.submit("e1", h.edit("e1").to_string().into_bytes()).await;
+    h.submit("c1", create.to_string().into_bytes()).await;
+    let results = h.finished(&["e1", "c1"]).await;
+    for (id, kind) in [("e1", JobKind::Edit), ("c1", JobKind::Create)] {
+        let r = &results[id];
+        assert_eq!(r.status, JobStatus::Succeeded, "{id}: {:?}", r.error);
+        assert_eq!(r.kind, Some(kind));
+        assert!(!r.outputs.is_empty());
+        for o in &r.outputs {
+            let bytes = std::fs::read(path_of(&o.uri)).unwrap();
+            assert_eq!(bytes.len() as u64, o.bytes);
+            assert_eq!(worker::storage::sha256_hex(&bytes), o.sha256);
+            assert!(path_of(&o.uri).starts_with(h.store().join("t1").join(id)));
+        }
+        let committed: JobResult = serde_json::from_slice(
+            &std::fs::read(h.store().join("t1").join(id).join("result.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(&committed, r);
+        assert_eq!(h.count(id, JobState::Dispatched), 1);
+        assert_eq!(h.count(id, JobState::Running), 1);
+    }
+    assert!(
+        h.seen
+            .iter()
+            .any(|e| matches!(e.event, EventBody::Progress { .. }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_documents_fail_with_codes_and_the_fleet_stays_up() {
+    let mut h = Harness::start().await;
+    h.submit("garbage", b"{not json".to_vec()).await;
+    let mut v2 = h.edit("v2");
+    v2["v"] = json!(2);
+    h.submit("v2", v2.to_string().into_bytes()).await;
+    let mut missing = h.edit("missing");
+    missing.as_object_mut().unwrap().remove("source");
+    h.submit("missing", missing.to_string().into_bytes()).await;
+    let mut huge = h.edit("huge");
+    huge["guidance"]["instruction"] = json!("x".repeat(protocol::limits::MAX_JOB_BYTES));
+    h.submit("huge", huge.to_string().into_bytes()).await;
+    let mut bad_media = h.edit("badmedia");
+    let noise = h.dir.path().join("noise.mp4");
+    std::fs::write(&noise, vec![7u8; 4096]).unwrap();
+    bad_media["source"] = json!(format!("file://{}", noise.display()));
+    h.submit("badmedia", bad_media.to_string().into_bytes())
+        .await;
+    let mut gone = h.edit("gone");
+    gone["source"] = json!("file:///nonexistent/x.mp4");
+    h.submit("gone", gone.to_string().into_bytes()).await;
+    let mut late = h.edit("late");
+    late["deadline"] = json!("2001-01-01T00:00:00Z");
+    h.submit("late", late.to_string().into_bytes()).await;
+    h.submit("ok", h.edit("ok").to_string().into_bytes()).await;
+
+    let r = h
+        .finished(&[
+            "garbage", "v2", "missing", "huge", "badmedia", "gone", "late", "ok",
+        ])
+        .await;
+    let code = |id: &str| r[id].error.as_ref().map(|e| e.code);
+    assert_eq!(code("garbage"), Some(ErrorCode::InvalidJob));
+    assert_eq!(code("v2"), Some(ErrorCode::UnsupportedVersion));
+    assert_eq!(code("missing"), Some(ErrorCode::InvalidJob));
+    assert!(
+        r["missing"]
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("source")
+    );
+    assert_eq!(code("huge"), Some(ErrorCode::JobTooLarge));
+    assert_eq!(code("badmedia"), Some(ErrorCode::InvalidMedia));
+    assert_eq!(code("gone"), Some(ErrorCode::InputNotFound));
+    assert_eq!(r["late"].status, JobStatus::Expired);
+    assert_eq!(code("late"), Some(ErrorCode::DeadlineExceeded));
+    assert_eq!(r["ok"].status, JobStatus::Succeeded);
+    // Failed jobs commit their result too, so a redelivery cannot run them again.
+    assert!(h.store().join("t1/badmedia/result.json").exists());
+    // Refused documents were never dispatched.
+    assert_eq!(h.count("garbage", JobState::Dispatched), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_submission_runs_once() {
+    let mut h = Harness::start().await;
+    let body = h.edit("dup").to_string().into_bytes();
+    h.submit("dup", body.clone()).await;
+    h.submit("dup", body).await;
+    h.finished(&["dup"]).await;
+    // A later job proves the scheduler has handled both copies by now.
+    h.submit("after", h.edit("after").to_string().into_bytes())
+        .await;
+    h.finished(&["after"]).await;
+    assert_eq!(h.count("dup", JobState::Dispatched), 1);
+    assert_eq!(h.count("dup", JobState::Running), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_task_with_a_committed_result_is_not_run_again() {
+    let mut h = Harness::start().await;
+    h.submit("once", h.edit("once").to_string().into_bytes())
+        .await;
+    let first = h.finished(&["once"]).await.remove("once").unwrap();
+    // Put the same task on the work queue again, as a broker does after a lost ack.
+    let job = protocol::Job::from_json(
+        h.edit("once").to_string().as_bytes(),
+        &protocol::ValidationContext {
+            allow_local_media: true,
+        },
+    )
+    .unwrap();
+    let queue = topology::task_queue(JobKind::Edit, "default");
+    let body = serde_json::to_vec(&Task::first(job)).unwrap();
+    let before = h.seen.len();
+    h.bus
+        .publish("", &queue, Message::new("once", body))
+        .await
+        .unwrap();
+    let again = h.finished(&["once"]).await.remove("once").unwrap();
+    assert_eq!(again, first);
+    let running_after = h.seen[before..]
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.event,
+                EventBody::State {
+                    state: JobState::Running,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(running_after, 0, "the job ran a second time");
+}
