@@ -259,10 +259,10 @@ impl Acker for MemoryAcker {
     }
 
     async fn nack(mut self: Box<Self>, requeue: bool) -> Result<(), BusError> {
-        if let Some(q) = self.held.take() {
-            if requeue {
-                self.bus.requeue(&self.queue, q);
-            }
+        if let Some(q) = self.held.take()
+            && requeue
+        {
+            self.bus.requeue(&self.queue, q);
         }
         Ok(())
     }

@@ -1,0 +1,42 @@
+# Shared by the README's two commands: what the project needs from the system, and where cargo
+# builds. Sourced, not run.
+
+# Keep the target dir outside the clone so that a fresh clone on the same machine (CI) rebuilds
+# incrementally.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/reelforge/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Debian packages the build needs (ffmpeg-next's bindgen and FFmpeg 5.1's libraries).
+BUILD_PACKAGES=(clang libclang-dev pkg-config libavcodec-dev libavformat-dev libavutil-dev
+  libavfilter-dev libavdevice-dev libswscale-dev libswresample-dev)
+# Debian packages the tests and the demo's checks need (ffmpeg/ffprobe as independent tools,
+# RabbitMQ for the fleet tests).
+TEST_PACKAGES=(ffmpeg rabbitmq-server)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# ensure_packages PKG...: installs whichever of the Debian packages are missing.
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "missing system packages: ${missing[*]}"
+    say "this script installs them with apt on Debian/Ubuntu; on other systems install the equivalents (FFmpeg 5.x development libraries, clang/libclang, pkg-config, ffmpeg, rabbitmq-server) and re-run"
+    exit 1
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found: install Rust 1.94 or newer (https://rustup.rs) and re-run"
+    exit 1
+  fi
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's): installs what is missing, starts the services the
+# tests need, and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/scripts/lib.sh
+ensure_rust
+ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+source deploy/scripts/services.sh
+start_rabbitmq
+
+say "checking formatting"
+cargo fmt --all -- --check
+say "running the test suite (target dir: $CARGO_TARGET_DIR)"
+cargo test --locked --workspace --no-fail-fast
