@@ -1,10 +1,10 @@
 //! `bus` owns the message transport the scheduler and the workers speak: the [`Bus`] trait
 //! (declare, bind, publish with broker confirmation, consume with manual ack/nack), the
 //! [`topology`] both roles declare (queue and exchange names are part of the wire contract), and
-//! [`memory::MemoryBus`], the in-process broker of the embedded mode. The RabbitMQ
-//! implementation (lapin) lands with the fleet issue behind the same trait, so the scheduler and
-//! worker code paths are the same in both modes.
+//! [`memory::MemoryBus`], the in-process broker of the embedded mode, and [`amqp::AmqpBus`],
+//! RabbitMQ through lapin. The scheduler and worker code paths are the same over both.
 
+pub mod amqp;
 pub mod memory;
 pub mod topic;
 pub mod topology;
@@ -50,6 +50,8 @@ pub enum ExchangeKind {
     Direct,
     /// To queues whose binding pattern matches the key (`*` one word, `#` any words).
     Topic,
+    /// To every bound queue, whatever the key (the key is kept for dead-lettering).
+    Fanout,
 }
 
 /// A queue to declare.
@@ -63,6 +65,13 @@ pub struct QueueSpec {
     pub auto_delete: bool,
     /// Highest message priority honoured (0: none).
     pub max_priority: u8,
+    /// Messages expire after this many milliseconds (retry delays).
+    pub message_ttl_ms: Option<u32>,
+    /// Expired or rejected messages go to this exchange, keeping their routing key
+    /// (`""`: the default exchange, i.e. the queue named by the key).
+    pub dead_letter_exchange: Option<String>,
+    /// Only one consumer at a time receives; the others stand by (scheduler replicas).
+    pub single_active_consumer: bool,
 }
 
 impl QueueSpec {
@@ -73,7 +82,15 @@ impl QueueSpec {
             durable: true,
             auto_delete: false,
             max_priority: 0,
+            message_ttl_ms: None,
+            dead_letter_exchange: None,
+            single_active_consumer: false,
         }
+    }
+
+    /// A private queue that goes away with its consumer's connection (event feeds).
+    pub fn transient(name: impl Into<String>) -> Self {
+        QueueSpec { durable: false, auto_delete: true, ..QueueSpec::durable(name) }
     }
 }
 
@@ -98,9 +115,17 @@ pub enum BusError {
         /// Why.
         reason: String,
     },
-    /// The connection is gone.
+    /// The connection is gone and could not be re-established.
     #[error("broker connection lost: {0}")]
     Disconnected(String),
+    /// The broker refused a declaration or an operation.
+    #[error("broker refused {what}: {reason}")]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// The broker's reason.
+        reason: String,
+    },
 }
 
 /// The transport both roles speak. Every method is idempotent where AMQP's is.
@@ -122,8 +147,14 @@ pub trait Bus: Send + Sync + 'static {
     ) -> Result<(), BusError>;
     /// Starts consuming with at most `prefetch` unacknowledged deliveries in hand.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError>;
+    /// Takes one message from a queue without subscribing (AMQP `basic.get`), if any is ready.
+    async fn get(&self, queue: &str) -> Result<Option<Delivery>, BusError>;
     /// Messages ready in a queue (not counting unacknowledged ones).
     async fn depth(&self, queue: &str) -> Result<u64, BusError>;
+    /// True while the broker is reachable (readiness).
+    async fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// A stream of deliveries from one queue.

@@ -1,12 +1,14 @@
 //! [`MemoryBus`]: the in-process broker of the embedded mode (and of unit tests of pure logic).
 //! It keeps AMQP's semantics that reelforge relies on: per-queue priorities (higher first, FIFO
 //! within a priority), prefetch-bounded consumers, manual ack/nack, redelivery of whatever a
-//! dropped consumer left unsettled, direct and topic exchanges, and unroutable publishes refused.
+//! dropped consumer left unsettled, direct, topic and fanout exchanges, message TTL with
+//! dead-lettering (the retry ladder), `basic.get`, and unroutable publishes refused.
 //! Nothing is persisted: it is not a stand-in for RabbitMQ in integration tests.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -16,12 +18,7 @@ use crate::{Acker, Bus, BusError, Consumer, Delivery, ExchangeKind, Message, Que
 /// The in-process broker. Cheap to clone; clones share the broker.
 #[derive(Clone, Default)]
 pub struct MemoryBus {
-    inner: Arc<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    state: Mutex<State>,
+    inner: Arc<Mutex<State>>,
 }
 
 #[derive(Default)]
@@ -37,7 +34,7 @@ struct Exchange {
 }
 
 struct Queue {
-    max_priority: u8,
+    spec: QueueSpec,
     ready: BinaryHeap<Queued>,
     notify: Arc<Notify>,
 }
@@ -63,10 +60,12 @@ impl PartialOrd for Queued {
 impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         // Max-heap: higher priority first, then the older message (smaller seq) first.
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.seq.cmp(&self.seq))
+        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
     }
+}
+
+fn not_found(what: &'static str, name: &str) -> BusError {
+    BusError::NotFound { what, name: name.to_owned() }
 }
 
 impl MemoryBus {
@@ -75,56 +74,110 @@ impl MemoryBus {
         Self::default()
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.lock().expect("bus state poisoned")
+    }
+
     fn requeue(&self, queue: &str, q: Queued) {
-        let mut st = self.inner.state.lock().expect("bus state poisoned");
-        if let Some(queue) = st.queues.get_mut(queue) {
-            queue.ready.push(Queued {
-                redelivered: true,
-                ..q
-            });
+        if let Some(queue) = self.state().queues.get_mut(queue) {
+            queue.ready.push(Queued { redelivered: true, ..q });
             queue.notify.notify_one();
         }
+    }
+
+    /// The queues a publish reaches.
+    fn route(st: &State, exchange: &str, key: &str) -> Result<Vec<String>, BusError> {
+        let targets: Vec<String> = if exchange.is_empty() {
+            vec![key.to_owned()]
+        } else {
+            let ex = st.exchanges.get(exchange).ok_or_else(|| not_found("exchange", exchange))?;
+            ex.bindings
+                .iter()
+                .filter(|(pattern, _)| match ex.kind {
+                    ExchangeKind::Direct => pattern == key,
+                    ExchangeKind::Topic => topic::matches(pattern, key),
+                    ExchangeKind::Fanout => true,
+                })
+                .map(|(_, q)| q.clone())
+                .collect()
+        };
+        Ok(targets.into_iter().filter(|q| st.queues.contains_key(q)).collect())
+    }
+
+    /// Puts a message on a queue; a queue with a TTL and a dead-letter exchange forwards it
+    /// there, with its routing key, when it expires unconsumed.
+    fn enqueue(&self, st: &mut State, queue: &str, key: &str, message: Message) {
+        st.seq += 1;
+        let seq = st.seq;
+        let Some(q) = st.queues.get_mut(queue) else { return };
+        let priority = message.priority.min(q.spec.max_priority);
+        if let (Some(ttl), Some(dlx)) = (q.spec.message_ttl_ms, q.spec.dead_letter_exchange.clone()) {
+            let bus = self.clone();
+            let (queue, key) = (queue.to_owned(), key.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(ttl))).await;
+                bus.expire(&queue, seq, &dlx, &key);
+            });
+        }
+        q.ready.push(Queued { priority, seq, redelivered: false, message });
+        q.notify.notify_one();
+    }
+
+    fn expire(&self, queue: &str, seq: u64, dlx: &str, key: &str) {
+        let mut st = self.state();
+        let Some(q) = st.queues.get_mut(queue) else { return };
+        let mut expired = None;
+        q.ready.retain(|m| {
+            if m.seq == seq {
+                expired = Some(m.message.clone());
+            }
+            m.seq != seq
+        });
+        if let Some(message) = expired
+            && let Ok(targets) = Self::route(&st, dlx, key)
+        {
+            for t in targets {
+                self.enqueue(&mut st, &t, key, message.clone());
+            }
+        }
+    }
+
+    fn acker(&self, queue: &str, q: Queued, permit: Option<OwnedSemaphorePermit>) -> Delivery {
+        let (message, redelivered) = (q.message.clone(), q.redelivered);
+        let acker = MemoryAcker { bus: self.clone(), queue: queue.to_owned(), held: Some(q), _permit: permit };
+        Delivery::new(message, redelivered, Box::new(acker))
     }
 }
 
 #[async_trait]
 impl Bus for MemoryBus {
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BusError> {
-        let mut st = self.inner.state.lock().expect("bus state poisoned");
-        st.queues.entry(spec.name.clone()).or_insert_with(|| Queue {
-            max_priority: spec.max_priority,
-            ready: BinaryHeap::new(),
-            notify: Arc::new(Notify::new()),
-        });
-        Ok(())
+        let mut st = self.state();
+        match st.queues.get(&spec.name) {
+            Some(q) if q.spec != *spec => Err(BusError::Refused {
+                what: format!("queue `{}`", spec.name),
+                reason: "redeclared with different arguments".into(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let q = Queue { spec: spec.clone(), ready: BinaryHeap::new(), notify: Arc::new(Notify::new()) };
+                st.queues.insert(spec.name.clone(), q);
+                Ok(())
+            }
+        }
     }
 
     async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BusError> {
-        let mut st = self.inner.state.lock().expect("bus state poisoned");
-        st.exchanges
-            .entry(name.to_owned())
-            .or_insert_with(|| Exchange {
-                kind,
-                bindings: Vec::new(),
-            });
+        self.state().exchanges.entry(name.to_owned()).or_insert_with(|| Exchange { kind, bindings: Vec::new() });
         Ok(())
     }
 
     async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BusError> {
-        let mut st = self.inner.state.lock().expect("bus state poisoned");
+        let mut st = self.state();
         if !st.queues.contains_key(queue) {
-            return Err(BusError::NotFound {
-                what: "queue",
-                name: queue.to_owned(),
-            });
+            return Err(not_found("queue", queue));
         }
-        let ex = st
-            .exchanges
-            .get_mut(exchange)
-            .ok_or_else(|| BusError::NotFound {
-                what: "exchange",
-                name: exchange.to_owned(),
-            })?;
+        let ex = st.exchanges.get_mut(exchange).ok_or_else(|| not_found("exchange", exchange))?;
         let binding = (pattern.to_owned(), queue.to_owned());
         if !ex.bindings.contains(&binding) {
             ex.bindings.push(binding);
@@ -132,36 +185,9 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        message: Message,
-    ) -> Result<(), BusError> {
-        let mut st = self.inner.state.lock().expect("bus state poisoned");
-        let targets: Vec<String> = if exchange.is_empty() {
-            vec![routing_key.to_owned()]
-        } else {
-            let ex = st
-                .exchanges
-                .get(exchange)
-                .ok_or_else(|| BusError::NotFound {
-                    what: "exchange",
-                    name: exchange.to_owned(),
-                })?;
-            ex.bindings
-                .iter()
-                .filter(|(pattern, _)| match ex.kind {
-                    ExchangeKind::Direct => pattern == routing_key,
-                    ExchangeKind::Topic => topic::matches(pattern, routing_key),
-                })
-                .map(|(_, q)| q.clone())
-                .collect()
-        };
-        let targets: Vec<String> = targets
-            .into_iter()
-            .filter(|q| st.queues.contains_key(q))
-            .collect();
+    async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError> {
+        let mut st = self.state();
+        let targets = Self::route(&st, exchange, routing_key)?;
         if targets.is_empty() {
             return Err(BusError::NotConfirmed {
                 exchange: exchange.to_owned(),
@@ -170,27 +196,14 @@ impl Bus for MemoryBus {
             });
         }
         for q in targets {
-            st.seq += 1;
-            let seq = st.seq;
-            let queue = st.queues.get_mut(&q).expect("checked above");
-            let priority = message.priority.min(queue.max_priority);
-            queue.ready.push(Queued {
-                priority,
-                seq,
-                redelivered: false,
-                message: message.clone(),
-            });
-            queue.notify.notify_one();
+            self.enqueue(&mut st, &q, routing_key, message.clone());
         }
         Ok(())
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError> {
-        let st = self.inner.state.lock().expect("bus state poisoned");
-        let q = st.queues.get(queue).ok_or_else(|| BusError::NotFound {
-            what: "queue",
-            name: queue.to_owned(),
-        })?;
+        let st = self.state();
+        let q = st.queues.get(queue).ok_or_else(|| not_found("queue", queue))?;
         Ok(Box::new(MemoryConsumer {
             bus: self.clone(),
             queue: queue.to_owned(),
@@ -199,13 +212,14 @@ impl Bus for MemoryBus {
         }))
     }
 
+    async fn get(&self, queue: &str) -> Result<Option<Delivery>, BusError> {
+        let popped = self.state().queues.get_mut(queue).ok_or_else(|| not_found("queue", queue))?.ready.pop();
+        Ok(popped.map(|q| self.acker(queue, q, None)))
+    }
+
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {
-        let st = self.inner.state.lock().expect("bus state poisoned");
-        let q = st.queues.get(queue).ok_or_else(|| BusError::NotFound {
-            what: "queue",
-            name: queue.to_owned(),
-        })?;
-        Ok(q.ready.len() as u64)
+        let st = self.state();
+        Ok(st.queues.get(queue).ok_or_else(|| not_found("queue", queue))?.ready.len() as u64)
     }
 }
 
@@ -224,20 +238,9 @@ impl Consumer for MemoryConsumer {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let popped = {
-                let mut st = self.bus.inner.state.lock().expect("bus state poisoned");
-                st.queues.get_mut(&self.queue)?.ready.pop()
-            };
+            let popped = self.bus.state().queues.get_mut(&self.queue)?.ready.pop();
             if let Some(q) = popped {
-                let message = q.message.clone();
-                let redelivered = q.redelivered;
-                let acker = MemoryAcker {
-                    bus: self.bus.clone(),
-                    queue: self.queue.clone(),
-                    held: Some(q),
-                    _permit: permit,
-                };
-                return Some(Ok(Delivery::new(message, redelivered, Box::new(acker))));
+                return Some(Ok(self.bus.acker(&self.queue, q, Some(permit))));
             }
             notified.await;
         }
@@ -248,7 +251,7 @@ struct MemoryAcker {
     bus: MemoryBus,
     queue: String,
     held: Option<Queued>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 #[async_trait]
@@ -279,18 +282,10 @@ impl Drop for MemoryAcker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     async fn bus_with(queue: &str, max_priority: u8) -> MemoryBus {
         let bus = MemoryBus::new();
-        bus.declare_queue(&QueueSpec {
-            name: queue.into(),
-            durable: true,
-            auto_delete: false,
-            max_priority,
-        })
-        .await
-        .unwrap();
+        bus.declare_queue(&QueueSpec { max_priority, ..QueueSpec::durable(queue) }).await.unwrap();
         bus
     }
 
@@ -298,9 +293,7 @@ mod tests {
     async fn priorities_then_fifo() {
         let bus = bus_with("q", 9).await;
         for (id, p) in [("a", 1), ("b", 5), ("c", 5), ("d", 9), ("e", 0)] {
-            bus.publish("", "q", Message::new(id, vec![]).with_priority(p))
-                .await
-                .unwrap();
+            bus.publish("", "q", Message::new(id, vec![]).with_priority(p)).await.unwrap();
         }
         let mut c = bus.consume("q", 10).await.unwrap();
         let mut order = Vec::new();
@@ -316,9 +309,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_delivery_is_redelivered() {
         let bus = bus_with("q", 0).await;
-        bus.publish("", "q", Message::new("m", b"x".to_vec()))
-            .await
-            .unwrap();
+        bus.publish("", "q", Message::new("m", b"x".to_vec())).await.unwrap();
         let mut c = bus.consume("q", 1).await.unwrap();
         let d = c.next().await.unwrap().unwrap();
         assert!(!d.redelivered);
@@ -334,9 +325,7 @@ mod tests {
     async fn prefetch_bounds_unsettled_deliveries() {
         let bus = bus_with("q", 0).await;
         for i in 0..3 {
-            bus.publish("", "q", Message::new(format!("{i}"), vec![]))
-                .await
-                .unwrap();
+            bus.publish("", "q", Message::new(format!("{i}"), vec![])).await.unwrap();
         }
         let mut c = bus.consume("q", 2).await.unwrap();
         let a = c.next().await.unwrap().unwrap();
@@ -344,43 +333,25 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_millis(50), c.next()).await;
         assert!(third.is_err(), "a third delivery came past prefetch 2");
         a.ack().await.unwrap();
-        let third = tokio::time::timeout(Duration::from_secs(5), c.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let third = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(third.message.id, "2");
     }
 
     #[tokio::test]
     async fn topic_exchange_routes_and_unroutable_is_refused() {
         let bus = MemoryBus::new();
-        bus.declare_exchange("ev", ExchangeKind::Topic)
-            .await
-            .unwrap();
+        bus.declare_exchange("ev", ExchangeKind::Topic).await.unwrap();
         bus.declare_queue(&QueueSpec::durable("all")).await.unwrap();
-        bus.declare_queue(&QueueSpec::durable("done"))
-            .await
-            .unwrap();
+        bus.declare_queue(&QueueSpec::durable("done")).await.unwrap();
         bus.bind("all", "ev", "job.#").await.unwrap();
         bus.bind("done", "ev", "job.*.succeeded").await.unwrap();
-        bus.publish("ev", "job.1.running", Message::new("1", vec![]))
-            .await
-            .unwrap();
-        bus.publish("ev", "job.1.succeeded", Message::new("1", vec![]))
-            .await
-            .unwrap();
+        bus.publish("ev", "job.1.running", Message::new("1", vec![])).await.unwrap();
+        bus.publish("ev", "job.1.succeeded", Message::new("1", vec![])).await.unwrap();
         assert_eq!(bus.depth("all").await.unwrap(), 2);
         assert_eq!(bus.depth("done").await.unwrap(), 1);
-        let err = bus
-            .publish("ev", "other.key", Message::new("x", vec![]))
-            .await
-            .unwrap_err();
+        let err = bus.publish("ev", "other.key", Message::new("x", vec![])).await.unwrap_err();
         assert!(matches!(err, BusError::NotConfirmed { .. }));
-        let err = bus
-            .publish("", "missing", Message::new("x", vec![]))
-            .await
-            .unwrap_err();
+        let err = bus.publish("", "missing", Message::new("x", vec![])).await.unwrap_err();
         assert!(matches!(err, BusError::NotConfirmed { .. }));
     }
 
@@ -391,15 +362,29 @@ mod tests {
         let b2 = bus.clone();
         let h = tokio::spawn(async move { c.next().await.unwrap().unwrap().message.id });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        b2.publish("", "q", Message::new("late", vec![]))
-            .await
-            .unwrap();
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(5), h)
-                .await
-                .unwrap()
-                .unwrap(),
-            "late"
-        );
+        b2.publish("", "q", Message::new("late", vec![])).await.unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), h).await.unwrap().unwrap(), "late");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_dead_letters_with_the_original_key() {
+        let bus = MemoryBus::new();
+        bus.declare_exchange("retry", ExchangeKind::Fanout).await.unwrap();
+        let delay =
+            QueueSpec { message_ttl_ms: Some(1000), dead_letter_exchange: Some(String::new()), ..QueueSpec::durable("delay") };
+        bus.declare_queue(&delay).await.unwrap();
+        bus.declare_queue(&QueueSpec::durable("work")).await.unwrap();
+        bus.bind("delay", "retry", "").await.unwrap();
+        bus.publish("retry", "work", Message::new("m", b"again".to_vec())).await.unwrap();
+        assert_eq!((bus.depth("delay").await.unwrap(), bus.depth("work").await.unwrap()), (1, 0));
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        tokio::task::yield_now().await;
+        assert_eq!((bus.depth("delay").await.unwrap(), bus.depth("work").await.unwrap()), (0, 1));
+        let d = bus.get("work").await.unwrap().unwrap();
+        assert_eq!(d.message.body, b"again");
+        d.ack().await.unwrap();
+        assert!(bus.get("work").await.unwrap().is_none());
+        // Redeclaring with other arguments is refused, as RabbitMQ does.
+        assert!(bus.declare_queue(&QueueSpec::durable("delay")).await.is_err());
     }
 }

@@ -78,10 +78,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub(crate) fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            problem: problem.into(),
-        }
+        Self { path: path.into(), problem: problem.into() }
     }
 }
 
@@ -100,16 +97,10 @@ pub enum ProtocolError {
     #[error("not a JSON document: {0}")]
     Syntax(String),
     /// No `v` field.
-    #[error(
-        "missing field `v` (the wire version; this build speaks v{})",
-        crate::WIRE_VERSION
-    )]
+    #[error("missing field `v` (the wire version; this build speaks v{})", crate::WIRE_VERSION)]
     MissingVersion,
     /// A `v` this build does not speak.
-    #[error(
-        "unsupported wire version {found} (this build speaks v{})",
-        crate::WIRE_VERSION
-    )]
+    #[error("unsupported wire version {found} (this build speaks v{})", crate::WIRE_VERSION)]
     UnsupportedVersion {
         /// The `v` found, as written.
         found: String,
@@ -124,9 +115,7 @@ impl ProtocolError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ProtocolError::TooLarge { .. } => ErrorCode::JobTooLarge,
-            ProtocolError::MissingVersion | ProtocolError::UnsupportedVersion { .. } => {
-                ErrorCode::UnsupportedVersion
-            }
+            ProtocolError::MissingVersion | ProtocolError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             ProtocolError::Syntax(_) | ProtocolError::Invalid(_) => ErrorCode::InvalidJob,
         }
     }

@@ -33,10 +33,7 @@ pub enum JobState {
 impl JobState {
     /// True for the four states a job never leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Expired
-        )
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Expired)
     }
 
     /// The state as written on the wire and in routing keys.
@@ -67,9 +64,7 @@ impl From<crate::result::JobStatus> for JobState {
 }
 
 /// A pipeline stage, for progress events, timings and metrics.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Fetching inputs.
@@ -179,20 +174,8 @@ pub struct Event {
 
 impl Event {
     /// An event stamped now.
-    pub fn now(
-        job_id: JobId,
-        tenant: TenantId,
-        source: impl Into<String>,
-        event: EventBody,
-    ) -> Self {
-        Event {
-            v: crate::WIRE_VERSION,
-            job_id,
-            tenant,
-            at: Utc::now(),
-            source: source.into(),
-            event,
-        }
+    pub fn now(job_id: JobId, tenant: TenantId, source: impl Into<String>, event: EventBody) -> Self {
+        Event { v: crate::WIRE_VERSION, job_id, tenant, at: Utc::now(), source: source.into(), event }
     }
 
     /// The routing key on the events exchange: `job.<id>.<state>` (`progress`, `finished`).

@@ -8,17 +8,13 @@ use crate::error::ValidationError;
 use crate::limits::{MAX_JOB_ID_LEN, MAX_TENANT_LEN};
 
 /// A client-chosen job id, the idempotency key: `[A-Za-z0-9._:-]{1,128}`, not `.` or `..`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 #[schemars(extend("pattern" = r"^[A-Za-z0-9._:-]{1,128}$"))]
 pub struct JobId(pub String);
 
 /// A tenant: `[a-z0-9][a-z0-9-]{0,62}`. All of a tenant's objects live under `{tenant}/`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 #[schemars(extend("pattern" = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
 pub struct TenantId(pub String);
@@ -33,10 +29,7 @@ impl JobId {
                 format!("must be 1 to {MAX_JOB_ID_LEN} bytes long, got {}", s.len()),
             ));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c)))
-        {
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c))) {
             return Err(ValidationError::new(
                 path,
                 format!("character {c:?} not allowed (use A-Z, a-z, 0-9, '.', '_', ':', '-')"),
@@ -64,20 +57,11 @@ impl TenantId {
                 format!("must be 1 to {MAX_TENANT_LEN} bytes long, got {}", s.len()),
             ));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-        {
-            return Err(ValidationError::new(
-                path,
-                format!("character {c:?} not allowed (use a-z, 0-9, '-')"),
-            ));
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+            return Err(ValidationError::new(path, format!("character {c:?} not allowed (use a-z, 0-9, '-')")));
         }
         if s.starts_with('-') {
-            return Err(ValidationError::new(
-                path,
-                "must start with a letter or digit",
-            ));
+            return Err(ValidationError::new(path, "must start with a letter or digit"));
         }
         Ok(())
     }

@@ -227,10 +227,7 @@ pub struct Sampler {
 
 impl Default for Sampler {
     fn default() -> Self {
-        Sampler {
-            kind: SamplerKind::Ddim,
-            steps: 50,
-        }
+        Sampler { kind: SamplerKind::Ddim, steps: 50 }
     }
 }
 
@@ -294,13 +291,9 @@ impl Job {
     /// Parses, version-checks and validates an untrusted document.
     pub fn from_json(bytes: &[u8], ctx: &ValidationContext) -> Result<Job, ProtocolError> {
         if bytes.len() > MAX_JOB_BYTES {
-            return Err(ProtocolError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_JOB_BYTES,
-            });
+            return Err(ProtocolError::TooLarge { size: bytes.len(), limit: MAX_JOB_BYTES });
         }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| ProtocolError::Syntax(e.to_string()))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ProtocolError::Syntax(e.to_string()))?;
         let job = Job::from_value(value)?;
         job.validate(ctx)?;
         Ok(job)
@@ -308,41 +301,29 @@ impl Job {
 
     /// Version check and strict typed parse of an already-parsed JSON value (no semantic checks).
     pub fn from_value(mut value: Value) -> Result<Job, ProtocolError> {
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| ProtocolError::Syntax("expected a JSON object".into()))?;
+        let obj = value.as_object_mut().ok_or_else(|| ProtocolError::Syntax("expected a JSON object".into()))?;
         match obj.get("v") {
             None => return Err(ProtocolError::MissingVersion),
             Some(v) if v.as_u64() == Some(crate::WIRE_VERSION as u64) => {}
             Some(v) => {
-                return Err(ProtocolError::UnsupportedVersion {
-                    found: v.to_string(),
-                });
+                return Err(ProtocolError::UnsupportedVersion { found: v.to_string() });
             }
         }
         let kind = match obj.remove("kind") {
             None => {
-                return Err(
-                    ValidationError::new("kind", "missing field `kind` (edit or create)").into(),
-                );
+                return Err(ValidationError::new("kind", "missing field `kind` (edit or create)").into());
             }
             Some(Value::String(k)) => k,
             Some(other) => {
-                return Err(ValidationError::new(
-                    "kind",
-                    format!("expected a string, found {other}"),
-                )
-                .into());
+                return Err(ValidationError::new("kind", format!("expected a string, found {other}")).into());
             }
         };
         match kind.as_str() {
             "edit" => typed(value).map(Job::Edit),
             "create" => typed(value).map(Job::Create),
-            other => Err(ValidationError::new(
-                "kind",
-                format!("unknown kind {other:?}, expected `edit` or `create`"),
-            )
-            .into()),
+            other => {
+                Err(ValidationError::new("kind", format!("unknown kind {other:?}, expected `edit` or `create`")).into())
+            }
         }
     }
 
@@ -433,25 +414,17 @@ struct Common<'a> {
 
 fn check_common(c: Common<'_>) -> Result<(), ValidationError> {
     if c.v != crate::WIRE_VERSION {
-        return Err(ValidationError::new(
-            "v",
-            format!("unsupported wire version {}", c.v),
-        ));
+        return Err(ValidationError::new("v", format!("unsupported wire version {}", c.v)));
     }
     c.job_id.check("job_id")?;
     c.tenant.check("tenant")?;
     if c.priority > MAX_PRIORITY {
-        return Err(ValidationError::new(
-            "priority",
-            format!("must be 0 to {MAX_PRIORITY}, got {}", c.priority),
-        ));
+        return Err(ValidationError::new("priority", format!("must be 0 to {MAX_PRIORITY}, got {}", c.priority)));
     }
     let p = c.profile;
     if p.is_empty()
         || p.len() > MAX_PROFILE_LEN
-        || !p
-            .chars()
-            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
+        || !p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
     {
         return Err(ValidationError::new(
             "profile",
@@ -465,10 +438,7 @@ fn check_text(path: &str, text: &Option<String>) -> Result<(), ValidationError> 
     if let Some(t) = text {
         let n = t.chars().count();
         if n > MAX_TEXT_CHARS {
-            return Err(ValidationError::new(
-                path,
-                format!("{n} characters, over the limit of {MAX_TEXT_CHARS}"),
-            ));
+            return Err(ValidationError::new(path, format!("{n} characters, over the limit of {MAX_TEXT_CHARS}")));
         }
         if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
             return Err(ValidationError::new(path, "contains control characters"));
@@ -478,19 +448,13 @@ fn check_text(path: &str, text: &Option<String>) -> Result<(), ValidationError> 
 }
 
 fn check_finite(path: &str, x: f64) -> Result<(), ValidationError> {
-    if x.is_finite() {
-        Ok(())
-    } else {
-        Err(ValidationError::new(path, "must be a finite number"))
-    }
+    if x.is_finite() { Ok(()) } else { Err(ValidationError::new(path, "must be a finite number")) }
 }
 
 impl Guidance {
     /// True when there is nothing to steer by: no instruction, no history, no style.
     pub fn is_empty(&self) -> bool {
-        self.instruction
-            .as_deref()
-            .is_none_or(|s| s.trim().is_empty())
+        self.instruction.as_deref().is_none_or(|s| s.trim().is_empty())
             && self.history.is_empty()
             && self.style.as_deref().is_none_or(|s| s.trim().is_empty())
     }
@@ -501,10 +465,7 @@ impl Guidance {
         if self.history.len() > MAX_HISTORY_ITEMS {
             return Err(ValidationError::new(
                 "guidance.history",
-                format!(
-                    "{} items, over the limit of {MAX_HISTORY_ITEMS}",
-                    self.history.len()
-                ),
+                format!("{} items, over the limit of {MAX_HISTORY_ITEMS}", self.history.len()),
             ));
         }
         let mut dim = None;
@@ -521,27 +482,18 @@ impl Guidance {
             }
             match (&item.embedding, &item.media) {
                 (Some(_), Some(_)) | (None, None) => {
-                    return Err(ValidationError::new(
-                        path,
-                        "give exactly one of `embedding` or `media`",
-                    ));
+                    return Err(ValidationError::new(path, "give exactly one of `embedding` or `media`"));
                 }
                 (Some(e), None) => {
                     let epath = format!("{path}.embedding");
                     if e.is_empty() || e.len() > MAX_EMBEDDING_DIM {
                         return Err(ValidationError::new(
                             epath,
-                            format!(
-                                "dimension must be 1 to {MAX_EMBEDDING_DIM}, got {}",
-                                e.len()
-                            ),
+                            format!("dimension must be 1 to {MAX_EMBEDDING_DIM}, got {}", e.len()),
                         ));
                     }
                     if let Some(k) = e.iter().position(|x| !x.is_finite()) {
-                        return Err(ValidationError::new(
-                            format!("{epath}[{k}]"),
-                            "must be finite",
-                        ));
+                        return Err(ValidationError::new(format!("{epath}[{k}]"), "must be finite"));
                     }
                     if e.iter().all(|x| *x == 0.0) {
                         return Err(ValidationError::new(epath, "is all zeros (no direction)"));
@@ -596,10 +548,7 @@ impl EditJob {
         if !(MIN_CLIP_SECONDS..=MAX_CLIP_SECONDS).contains(&o.clip_seconds_min) {
             return Err(ValidationError::new(
                 "options.clip_seconds_min",
-                format!(
-                    "must be {MIN_CLIP_SECONDS} to {MAX_CLIP_SECONDS}, got {}",
-                    o.clip_seconds_min
-                ),
+                format!("must be {MIN_CLIP_SECONDS} to {MAX_CLIP_SECONDS}, got {}", o.clip_seconds_min),
             ));
         }
         if !(o.clip_seconds_min..=MAX_CLIP_SECONDS).contains(&o.clip_seconds_max) {
@@ -612,10 +561,7 @@ impl EditJob {
             ));
         }
         if o.clips == 0 || o.clips > MAX_CLIPS {
-            return Err(ValidationError::new(
-                "options.clips",
-                format!("must be 1 to {MAX_CLIPS}, got {}", o.clips),
-            ));
+            return Err(ValidationError::new("options.clips", format!("must be 1 to {MAX_CLIPS}, got {}", o.clips)));
         }
         if let Some(size) = &o.output_size {
             check_size("options.output_size", size)?;
@@ -642,10 +588,7 @@ impl CreateJob {
         self.guidance.validate(ctx)?;
         match (self.mode, &self.conditioning) {
             (CreateMode::Generate, Some(_)) => {
-                return Err(ValidationError::new(
-                    "conditioning",
-                    "must be absent for mode `generate`",
-                ));
+                return Err(ValidationError::new("conditioning", "must be absent for mode `generate`"));
             }
             (CreateMode::Predict | CreateMode::Interpolate | CreateMode::Edit, None) => {
                 return Err(ValidationError::new(
@@ -654,8 +597,7 @@ impl CreateJob {
                 ));
             }
             (_, Some(c)) => {
-                c.source
-                    .parse("conditioning.source", ctx.allow_local_media)?;
+                c.source.parse("conditioning.source", ctx.allow_local_media)?;
                 check_finite("conditioning.start_s", c.start_s)?;
                 check_finite("conditioning.end_s", c.end_s)?;
                 if c.start_s < 0.0 {
@@ -664,34 +606,23 @@ impl CreateJob {
                 if c.end_s <= c.start_s || c.end_s - c.start_s > MAX_CONDITIONING_SECONDS {
                     return Err(ValidationError::new(
                         "conditioning.end_s",
-                        format!(
-                            "must be after start_s and at most {MAX_CONDITIONING_SECONDS} s after it"
-                        ),
+                        format!("must be after start_s and at most {MAX_CONDITIONING_SECONDS} s after it"),
                     ));
                 }
             }
             (CreateMode::Generate, None) => {}
         }
         if self.frames == 0 || self.frames > MAX_FRAMES {
-            return Err(ValidationError::new(
-                "frames",
-                format!("must be 1 to {MAX_FRAMES}, got {}", self.frames),
-            ));
+            return Err(ValidationError::new("frames", format!("must be 1 to {MAX_FRAMES}, got {}", self.frames)));
         }
         if self.fps == 0 || self.fps > MAX_FPS {
-            return Err(ValidationError::new(
-                "fps",
-                format!("must be 1 to {MAX_FPS}, got {}", self.fps),
-            ));
+            return Err(ValidationError::new("fps", format!("must be 1 to {MAX_FPS}, got {}", self.fps)));
         }
         check_size("size", &self.size)?;
         if self.sampler.steps == 0 || self.sampler.steps > MAX_SAMPLER_STEPS {
             return Err(ValidationError::new(
                 "sampler.steps",
-                format!(
-                    "must be 1 to {MAX_SAMPLER_STEPS}, got {}",
-                    self.sampler.steps
-                ),
+                format!("must be 1 to {MAX_SAMPLER_STEPS}, got {}", self.sampler.steps),
             ));
         }
         Ok(())

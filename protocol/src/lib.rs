@@ -6,6 +6,7 @@
 //! Every document carries `"v": 1` ([`WIRE_VERSION`]). Field names are snake_case; unknown
 //! fields are rejected so that a typo never silently falls back to a default.
 
+pub mod control;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -16,12 +17,13 @@ pub mod result;
 pub mod schema;
 pub mod task;
 
+pub use control::{Control, Heartbeat};
 pub use error::{ErrorCode, ProtocolError, ValidationError};
 pub use event::{Event, EventBody, JobState, Stage};
 pub use ids::{JobId, TenantId};
 pub use job::{
-    Conditioning, CreateJob, CreateMode, EditJob, EditOptions, FrameSize, Guidance, HistoryItem,
-    Job, JobKind, Sampler, SamplerKind, ThumbnailMode, ValidationContext,
+    Conditioning, CreateJob, CreateMode, EditJob, EditOptions, FrameSize, Guidance, HistoryItem, Job, JobKind, Sampler,
+    SamplerKind, ThumbnailMode, ValidationContext,
 };
 pub use media::{MediaLocation, MediaUri};
 pub use result::{JobError, JobResult, JobStatus, ModelUse, Output, OutputKind, StageTiming};

@@ -41,21 +41,15 @@ impl MediaUri {
             ));
         }
         if s.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                path,
-                "URI contains control characters",
-            ));
+            return Err(ValidationError::new(path, "URI contains control characters"));
         }
         if let Some(rest) = s.strip_prefix("s3://") {
-            let (bucket, key) = rest.split_once('/').ok_or_else(|| {
-                ValidationError::new(path, "expected s3://bucket/key, found no key")
-            })?;
+            let (bucket, key) = rest
+                .split_once('/')
+                .ok_or_else(|| ValidationError::new(path, "expected s3://bucket/key, found no key"))?;
             check_bucket(bucket).map_err(|p| ValidationError::new(path, p))?;
             check_key(key).map_err(|p| ValidationError::new(path, p))?;
-            Ok(MediaLocation::S3 {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            })
+            Ok(MediaLocation::S3 { bucket: bucket.to_owned(), key: key.to_owned() })
         } else if let Some(rest) = s.strip_prefix("file://") {
             if !allow_local {
                 return Err(ValidationError::new(
@@ -67,17 +61,11 @@ impl MediaUri {
                 return Err(ValidationError::new(path, "expected file:///absolute/path"));
             }
             if rest.split('/').any(|seg| seg == "..") {
-                return Err(ValidationError::new(
-                    path,
-                    "path must not contain `..` segments",
-                ));
+                return Err(ValidationError::new(path, "path must not contain `..` segments"));
             }
             Ok(MediaLocation::Local(PathBuf::from(rest)))
         } else {
-            Err(ValidationError::new(
-                path,
-                format!("unsupported URI {s:?}: expected s3://bucket/key"),
-            ))
+            Err(ValidationError::new(path, format!("unsupported URI {s:?}: expected s3://bucket/key")))
         }
     }
 }
@@ -91,17 +79,13 @@ impl From<&str> for MediaUri {
 /// Checks an S3 bucket name (3–63 of `a-z 0-9 . -`, starting and ending alphanumeric).
 pub fn check_bucket(bucket: &str) -> Result<(), String> {
     let ok_len = (3..=63).contains(&bucket.len());
-    let ok_chars = bucket
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    let ok_chars = bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
     let ok_ends = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok_len && ok_chars && ok_ends && !bucket.contains("..") {
         Ok(())
     } else {
-        Err(format!(
-            "invalid bucket name {bucket:?} (3-63 of a-z, 0-9, '.', '-')"
-        ))
+        Err(format!("invalid bucket name {bucket:?} (3-63 of a-z, 0-9, '.', '-')"))
     }
 }
 
@@ -109,10 +93,7 @@ pub fn check_bucket(bucket: &str) -> Result<(), String> {
 /// and no control characters.
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(format!(
-            "key must be 1 to {MAX_KEY_LEN} bytes long, got {}",
-            key.len()
-        ));
+        return Err(format!("key must be 1 to {MAX_KEY_LEN} bytes long, got {}", key.len()));
     }
     if key.starts_with('/') {
         return Err("key must be relative (it starts with '/')".into());
@@ -148,10 +129,7 @@ mod tests {
     fn s3_uris() {
         assert_eq!(
             parse("s3://in-bucket/t1/a/b.mp4", false).unwrap(),
-            MediaLocation::S3 {
-                bucket: "in-bucket".into(),
-                key: "t1/a/b.mp4".into()
-            }
+            MediaLocation::S3 { bucket: "in-bucket".into(), key: "t1/a/b.mp4".into() }
         );
         for bad in [
             "s3://b/x.mp4",
@@ -172,16 +150,8 @@ mod tests {
 
     #[test]
     fn local_only_when_allowed() {
-        assert_eq!(
-            parse("file:///tmp/a.mp4", true).unwrap(),
-            MediaLocation::Local("/tmp/a.mp4".into())
-        );
-        assert!(
-            parse("file:///tmp/a.mp4", false)
-                .unwrap_err()
-                .problem
-                .contains("embedded")
-        );
+        assert_eq!(parse("file:///tmp/a.mp4", true).unwrap(), MediaLocation::Local("/tmp/a.mp4".into()));
+        assert!(parse("file:///tmp/a.mp4", false).unwrap_err().problem.contains("embedded"));
         assert!(parse("file://tmp/a.mp4", true).is_err());
         assert!(parse("file:///tmp/../etc/passwd", true).is_err());
     }

@@ -159,10 +159,7 @@ impl JobResult {
             outputs: Vec::new(),
             timings: Vec::new(),
             models: Vec::new(),
-            error: Some(JobError {
-                code,
-                message: message.into(),
-            }),
+            error: Some(JobError { code, message: message.into() }),
             attempt: 1,
             worker: None,
             finished_at: Utc::now(),

@@ -4,7 +4,7 @@
 
 use schemars::{JsonSchema, schema_for};
 
-use crate::{Event, Job, JobResult, Task};
+use crate::{Control, Event, Heartbeat, Job, JobResult, Task};
 
 /// Every document type, as (file name, pretty JSON Schema).
 pub fn all() -> Vec<(&'static str, String)> {
@@ -13,6 +13,8 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("task.schema.json", render::<Task>()),
         ("result.schema.json", render::<JobResult>()),
         ("event.schema.json", render::<Event>()),
+        ("heartbeat.schema.json", render::<Heartbeat>()),
+        ("control.schema.json", render::<Control>()),
     ]
 }
 

@@ -24,11 +24,6 @@ pub struct Task {
 impl Task {
     /// The first attempt at `job`, stamped now.
     pub fn first(job: Job) -> Self {
-        Task {
-            v: crate::WIRE_VERSION,
-            job,
-            attempt: 1,
-            dispatched_at: Utc::now(),
-        }
+        Task { v: crate::WIRE_VERSION, job, attempt: 1, dispatched_at: Utc::now() }
     }
 }

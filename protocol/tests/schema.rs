@@ -31,8 +31,7 @@ fn examples_validate_against_types() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     for name in ["edit.json", "create.json"] {
         let bytes = std::fs::read(dir.join(name)).unwrap();
-        let job = protocol::Job::from_json(&bytes, &Default::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let job = protocol::Job::from_json(&bytes, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Canonical form round-trips.
         let again = protocol::Job::from_json(&job.to_json(), &Default::default()).unwrap();
         assert_eq!(job, again);

@@ -34,15 +34,11 @@ fn edit_err(f: impl FnOnce(&mut Value)) -> (String, String) {
 
 #[test]
 fn minimal_jobs_parse_with_defaults() {
-    let Job::Edit(e) = parse(&edit()).unwrap() else {
-        panic!()
-    };
+    let Job::Edit(e) = parse(&edit()).unwrap() else { panic!() };
     assert_eq!(e.priority, protocol::limits::DEFAULT_PRIORITY);
     assert_eq!(e.options.clips, 3);
     assert_eq!(e.profile, "default");
-    let Job::Create(c) = parse(&create()).unwrap() else {
-        panic!()
-    };
+    let Job::Create(c) = parse(&create()).unwrap() else { panic!() };
     assert_eq!(c.fps, 8);
     assert_eq!(c.sampler.steps, 50);
 }
@@ -54,16 +50,10 @@ fn version_errors() {
     assert_eq!(parse(&v).unwrap_err(), ProtocolError::MissingVersion);
     v["v"] = json!(2);
     let e = parse(&v).unwrap_err();
-    assert!(
-        matches!(&e, ProtocolError::UnsupportedVersion { found } if found == "2"),
-        "{e}"
-    );
+    assert!(matches!(&e, ProtocolError::UnsupportedVersion { found } if found == "2"), "{e}");
     assert_eq!(e.code(), ErrorCode::UnsupportedVersion);
     v["v"] = json!("1");
-    assert!(matches!(
-        parse(&v).unwrap_err(),
-        ProtocolError::UnsupportedVersion { .. }
-    ));
+    assert!(matches!(parse(&v).unwrap_err(), ProtocolError::UnsupportedVersion { .. }));
 }
 
 #[test]
@@ -75,10 +65,7 @@ fn missing_and_unknown_fields() {
     assert!(problem.contains("missing field `source`"), "{problem}");
 
     let (path, problem) = edit_err(|v| v["colour"] = json!("red"));
-    assert!(
-        problem.contains("unknown field `colour`"),
-        "{path}: {problem}"
-    );
+    assert!(problem.contains("unknown field `colour`"), "{path}: {problem}");
 
     let (path, problem) = edit_err(|v| v["guidance"]["mood"] = json!("x"));
     assert_eq!(path, "guidance.mood");
@@ -92,34 +79,24 @@ fn missing_and_unknown_fields() {
 #[test]
 fn out_of_range_numbers() {
     let (path, p) = edit_err(|v| v["priority"] = json!(10));
-    assert_eq!(
-        (path.as_str(), p.contains("0 to 9")),
-        ("priority", true),
-        "{p}"
-    );
+    assert_eq!((path.as_str(), p.contains("0 to 9")), ("priority", true), "{p}");
     let (path, p) = edit_err(|v| v["priority"] = json!(300));
     assert_eq!(path, "priority");
     assert!(p.contains("300"), "{p}");
     let (path, _) = edit_err(|v| v["options"] = json!({ "clips": 0 }));
     assert_eq!(path, "options.clips");
-    let (path, _) =
-        edit_err(|v| v["options"] = json!({ "clip_seconds_min": 5.0, "clip_seconds_max": 3.0 }));
+    let (path, _) = edit_err(|v| v["options"] = json!({ "clip_seconds_min": 5.0, "clip_seconds_max": 3.0 }));
     assert_eq!(path, "options.clip_seconds_max");
-    let (path, _) =
-        edit_err(|v| v["options"] = json!({ "output_size": { "width": 641, "height": 360 } }));
+    let (path, _) = edit_err(|v| v["options"] = json!({ "output_size": { "width": 641, "height": 360 } }));
     assert_eq!(path, "options.output_size.width");
 
     let mut c = create();
     c["frames"] = json!(5000);
-    let Err(ProtocolError::Invalid(e)) = parse(&c) else {
-        panic!()
-    };
+    let Err(ProtocolError::Invalid(e)) = parse(&c) else { panic!() };
     assert_eq!(e.path, "frames");
     let mut c = create();
     c["sampler"] = json!({ "kind": "ddim", "steps": 0 });
-    let Err(ProtocolError::Invalid(e)) = parse(&c) else {
-        panic!()
-    };
+    let Err(ProtocolError::Invalid(e)) = parse(&c) else { panic!() };
     assert_eq!(e.path, "sampler.steps");
 }
 
@@ -146,9 +123,7 @@ fn bad_keys_and_uris() {
     // Local files are fine in embedded mode.
     let mut v = edit();
     v["source"] = json!("file:///tmp/a.mp4");
-    let ctx = ValidationContext {
-        allow_local_media: true,
-    };
+    let ctx = ValidationContext { allow_local_media: true };
     Job::from_json(v.to_string().as_bytes(), &ctx).unwrap();
 }
 
@@ -164,30 +139,20 @@ fn history_rules() {
         ])
     });
     assert_eq!(path, "guidance.history[1].embedding");
-    let (path, _) = edit_err(|v| {
-        v["guidance"]["history"] = json!([{ "item_id": "a", "embedding": [0.0, 0.0] }])
-    });
+    let (path, _) = edit_err(|v| v["guidance"]["history"] = json!([{ "item_id": "a", "embedding": [0.0, 0.0] }]));
     assert_eq!(path, "guidance.history[0].embedding");
-    let (path, p) =
-        edit_err(|v| v["guidance"]["history"] = json!([{ "item_id": "a", "embedding": [1e39] }]));
-    assert!(
-        path.starts_with("guidance.history[0].embedding"),
-        "{path}: {p}"
-    );
+    let (path, p) = edit_err(|v| v["guidance"]["history"] = json!([{ "item_id": "a", "embedding": [1e39] }]));
+    assert!(path.starts_with("guidance.history[0].embedding"), "{path}: {p}");
 }
 
 #[test]
 fn create_mode_rules() {
     let mut c = create();
     c["mode"] = json!("predict");
-    let Err(ProtocolError::Invalid(e)) = parse(&c) else {
-        panic!()
-    };
+    let Err(ProtocolError::Invalid(e)) = parse(&c) else { panic!() };
     assert_eq!(e.path, "conditioning");
     c["conditioning"] = json!({ "source": "s3://acme-in/a.mp4", "start_s": 2.0, "end_s": 1.0 });
-    let Err(ProtocolError::Invalid(e)) = parse(&c) else {
-        panic!()
-    };
+    let Err(ProtocolError::Invalid(e)) = parse(&c) else { panic!() };
     assert_eq!(e.path, "conditioning.end_s");
     c["conditioning"]["end_s"] = json!(3.0);
     parse(&c).unwrap();
@@ -202,36 +167,20 @@ fn oversize_and_non_json() {
     assert_eq!(e.code(), ErrorCode::JobTooLarge);
     let (_, p) = edit_err(|v| v["guidance"]["instruction"] = json!("y".repeat(5000)));
     assert!(p.contains("over the limit"));
-    assert!(matches!(
-        Job::from_json(b"{not json", &Default::default()),
-        Err(ProtocolError::Syntax(_))
-    ));
-    assert!(matches!(
-        Job::from_json(b"[1,2]", &Default::default()),
-        Err(ProtocolError::Syntax(_))
-    ));
+    assert!(matches!(Job::from_json(b"{not json", &Default::default()), Err(ProtocolError::Syntax(_))));
+    assert!(matches!(Job::from_json(b"[1,2]", &Default::default()), Err(ProtocolError::Syntax(_))));
     // Deep nesting is refused by the parser's recursion limit, not by a stack overflow.
     let deep = "[".repeat(100_000);
-    assert!(matches!(
-        Job::from_json(deep.as_bytes(), &Default::default()),
-        Err(ProtocolError::Syntax(_))
-    ));
+    assert!(matches!(Job::from_json(deep.as_bytes(), &Default::default()), Err(ProtocolError::Syntax(_))));
 }
 
 #[test]
 fn deadline_must_be_rfc3339() {
     let mut v = edit();
     v["deadline"] = json!("tomorrow");
-    let Err(ProtocolError::Invalid(e)) = parse(&v) else {
-        panic!()
-    };
+    let Err(ProtocolError::Invalid(e)) = parse(&v) else { panic!() };
     assert_eq!(e.path, "deadline");
     v["deadline"] = json!("2031-05-01T12:00:00+02:00");
-    let Job::Edit(j) = parse(&v).unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        j.deadline.unwrap().to_rfc3339(),
-        "2031-05-01T10:00:00+00:00"
-    );
+    let Job::Edit(j) = parse(&v).unwrap() else { panic!() };
+    assert_eq!(j.deadline.unwrap().to_rfc3339(), "2031-05-01T10:00:00+00:00");
 }

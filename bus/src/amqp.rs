@@ -1,0 +1,430 @@
+//! [`AmqpBus`]: the [`Bus`] over RabbitMQ through lapin. Publishes are persistent and
+//! `mandatory`, on a channel in confirm mode, and return only once the broker has confirmed them
+//! (an unroutable message is an error). Consumers each get a channel with `basic.qos` = their
+//! prefetch. When the connection is lost, the bus reconnects with exponential backoff, replays
+//! every declaration and binding it made (so transient queues come back), and consumers
+//! resubscribe; deliveries in hand from the old connection were already requeued by the broker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::{Acker, Bus, BusError, Consumer, Delivery, ExchangeKind, Message, QueueSpec};
+
+/// Reconnect attempts before an operation gives up (consumers retry forever).
+const PUBLISH_ATTEMPTS: u32 = 6;
+/// Longest wait between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// RabbitMQ, reconnecting.
+#[derive(Clone)]
+pub struct AmqpBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    link: Mutex<Option<Link>>,
+    /// Everything declared so far, replayed in order after a reconnect.
+    declared: std::sync::Mutex<Vec<Declaration>>,
+}
+
+#[derive(Clone)]
+struct Link {
+    conn: Arc<Connection>,
+    publish: Channel,
+    generation: u64,
+}
+
+#[derive(Clone, PartialEq)]
+enum Declaration {
+    Exchange(String, ExchangeKind),
+    Queue(QueueSpec),
+    Bind { queue: String, exchange: String, pattern: String },
+}
+
+fn refused(what: impl Into<String>, e: impl std::fmt::Display) -> BusError {
+    BusError::Refused { what: what.into(), reason: e.to_string() }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    (Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(6))).min(MAX_BACKOFF)
+}
+
+impl AmqpBus {
+    /// Connects to `url` (`amqp://user:pass@host:5672/%2f`).
+    pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let bus = AmqpBus {
+            inner: Arc::new(Inner { url: url.to_owned(), link: Mutex::new(None), declared: Default::default() }),
+        };
+        bus.link().await?;
+        Ok(bus)
+    }
+
+    /// The current link, (re)connecting once if it is down.
+    async fn link(&self) -> Result<Link, BusError> {
+        let mut guard = self.inner.link.lock().await;
+        if let Some(link) = guard.as_ref()
+            && link.conn.status().connected()
+            && link.publish.status().connected()
+        {
+            return Ok(link.clone());
+        }
+        let generation = guard.as_ref().map_or(0, |l| l.generation + 1);
+        let conn = Connection::connect(&self.inner.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| BusError::Disconnected(e.to_string()))?;
+        let publish = conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?;
+        publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| BusError::Disconnected(e.to_string()))?;
+        let link = Link { conn: Arc::new(conn), publish, generation };
+        let replay = self.inner.declared.lock().expect("declarations lock").clone();
+        for d in &replay {
+            apply(&link.publish, d).await?;
+        }
+        if generation > 0 {
+            info!(generation, declarations = replay.len(), "reconnected to the broker");
+        }
+        *guard = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Runs `op` on the current link, reconnecting with backoff on connection errors.
+    async fn with_link<T, F, Fut>(&self, what: &str, op: F) -> Result<T, BusError>
+    where
+        F: Fn(Link) -> Fut,
+        Fut: std::future::Future<Output = Result<T, lapin::Error>>,
+    {
+        let mut last = String::new();
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            match self.link().await {
+                Ok(link) => match op(link.clone()).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) if link.conn.status().connected() && link.publish.status().connected() => {
+                        return Err(refused(what, e));
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(BusError::Disconnected(format!("{what}: {last}")))
+    }
+
+    async fn declare(&self, d: Declaration) -> Result<(), BusError> {
+        let what = match &d {
+            Declaration::Exchange(n, _) => format!("exchange `{n}`"),
+            Declaration::Queue(q) => format!("queue `{}`", q.name),
+            Declaration::Bind { queue, exchange, .. } => format!("binding `{queue}` ← `{exchange}`"),
+        };
+        let mut last = String::new();
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            let link = match self.link().await {
+                Ok(l) => l,
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+            };
+            // A refused declaration closes its channel: use a throwaway one.
+            let ch = match link.conn.create_channel().await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+            };
+            let out = apply(&ch, &d).await;
+            let _ = ch.close(200, "declared".into()).await;
+            match out {
+                Ok(()) => {
+                    let mut declared = self.inner.declared.lock().expect("declarations lock");
+                    if !declared.contains(&d) {
+                        declared.push(d);
+                    }
+                    return Ok(());
+                }
+                Err(e) if link.conn.status().connected() => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(BusError::Disconnected(format!("{what}: {last}")))
+    }
+}
+
+async fn apply(ch: &Channel, d: &Declaration) -> Result<(), BusError> {
+    match d {
+        Declaration::Exchange(name, kind) => {
+            let kind = match kind {
+                ExchangeKind::Direct => lapin::ExchangeKind::Direct,
+                ExchangeKind::Topic => lapin::ExchangeKind::Topic,
+                ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+            };
+            let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+            ch.exchange_declare(name.as_str().into(), kind, opts, FieldTable::default())
+                .await
+                .map_err(|e| refused(format!("exchange `{name}`"), e))
+        }
+        Declaration::Queue(spec) => {
+            let mut args = FieldTable::default();
+            if spec.max_priority > 0 {
+                args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(spec.max_priority));
+            }
+            if let Some(ttl) = spec.message_ttl_ms {
+                args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+            }
+            if let Some(dlx) = &spec.dead_letter_exchange {
+                args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+            }
+            if spec.single_active_consumer {
+                args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            }
+            let opts = QueueDeclareOptions { durable: spec.durable, auto_delete: spec.auto_delete, ..Default::default() };
+            ch.queue_declare(spec.name.as_str().into(), opts, args)
+                .await
+                .map(|_| ())
+                .map_err(|e| refused(format!("queue `{}`", spec.name), e))
+        }
+        Declaration::Bind { queue, exchange, pattern } => ch
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                pattern.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| refused(format!("binding `{queue}` ← `{exchange}`"), e)),
+    }
+}
+
+fn properties(message: &Message) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in &message.headers {
+        headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+    }
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(message.id.as_str().into())
+        .with_priority(message.priority)
+        .with_content_type("application/json".into())
+        .with_headers(headers)
+}
+
+fn message_of(d: &lapin::message::Delivery) -> Message {
+    let p = &d.properties;
+    let headers: BTreeMap<String, String> = p
+        .headers()
+        .as_ref()
+        .map(|t| {
+            t.inner()
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    AMQPValue::LongString(s) => Some((k.to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned())),
+                    AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Message {
+        id: p.message_id().as_ref().map(ShortString::to_string).unwrap_or_default(),
+        priority: p.priority().unwrap_or(0),
+        body: d.data.clone(),
+        headers,
+    }
+}
+
+#[async_trait]
+impl Bus for AmqpBus {
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BusError> {
+        self.declare(Declaration::Queue(spec.clone())).await
+    }
+
+    async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BusError> {
+        self.declare(Declaration::Exchange(name.to_owned(), kind)).await
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BusError> {
+        self.declare(Declaration::Bind { queue: queue.into(), exchange: exchange.into(), pattern: pattern.into() }).await
+    }
+
+    async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError> {
+        let props = properties(&message);
+        let what = format!("publish to `{exchange}`/`{routing_key}`");
+        let confirmation = self
+            .with_link(&what, |link| {
+                let props = props.clone();
+                let body = message.body.clone();
+                async move {
+                    let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+                    link.publish.basic_publish(exchange.into(), routing_key.into(), opts, &body, props).await?.await
+                }
+            })
+            .await?;
+        let not_confirmed = |reason: &str| BusError::NotConfirmed {
+            exchange: exchange.to_owned(),
+            key: routing_key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !confirmation.is_ack() {
+            return Err(not_confirmed("the broker nacked the message"));
+        }
+        if confirmation.take_message().is_some() {
+            return Err(not_confirmed("unroutable: no queue is bound to this key"));
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError> {
+        let mut c = AmqpConsumer { bus: self.clone(), queue: queue.to_owned(), prefetch, stream: None, failures: 0 };
+        c.subscribe().await?;
+        Ok(Box::new(c))
+    }
+
+    async fn get(&self, queue: &str) -> Result<Option<Delivery>, BusError> {
+        let link = self.link().await?;
+        let ch = link.conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?;
+        let got = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|e| refused(format!("get from `{queue}`"), e))?;
+        Ok(got.map(|g| {
+            let message = message_of(&g.delivery);
+            let acker = AmqpAcker { acker: Some(g.delivery.acker.clone()), _channel: Some(ch) };
+            Delivery::new(message, g.delivery.redelivered, Box::new(acker))
+        }))
+    }
+
+    async fn depth(&self, queue: &str) -> Result<u64, BusError> {
+        let link = self.link().await?;
+        let ch = link.conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?;
+        let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+        let q = ch
+            .queue_declare(queue.into(), opts, FieldTable::default())
+            .await
+            .map_err(|e| refused(format!("queue `{queue}`"), e))?;
+        let _ = ch.close(200, "depth".into()).await;
+        Ok(u64::from(q.message_count()))
+    }
+
+    async fn is_connected(&self) -> bool {
+        self.inner.link.lock().await.as_ref().is_some_and(|l| l.conn.status().connected())
+    }
+}
+
+struct AmqpConsumer {
+    bus: AmqpBus,
+    queue: String,
+    prefetch: u16,
+    stream: Option<(lapin::Consumer, Channel)>,
+    failures: u32,
+}
+
+impl AmqpConsumer {
+    async fn subscribe(&mut self) -> Result<(), BusError> {
+        let link = self.bus.link().await?;
+        let ch = link.conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?;
+        ch.basic_qos(self.prefetch.max(1), BasicQosOptions::default())
+            .await
+            .map_err(|e| refused(format!("qos on `{}`", self.queue), e))?;
+        let consumer = ch
+            .basic_consume(
+                self.queue.as_str().into(),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| refused(format!("consume `{}`", self.queue), e))?;
+        self.stream = Some((consumer, ch));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        loop {
+            if self.stream.is_none() {
+                if let Err(e) = self.subscribe().await {
+                    self.failures += 1;
+                    if matches!(e, BusError::Refused { .. }) && Bus::is_connected(&self.bus).await {
+                        return Some(Err(e));
+                    }
+                    warn!(queue = %self.queue, error = %e, "resubscribing after backoff");
+                    tokio::time::sleep(backoff(self.failures)).await;
+                    continue;
+                }
+                self.failures = 0;
+            }
+            let (stream, channel) = self.stream.as_mut().expect("subscribed above");
+            match stream.next().await {
+                Some(Ok(d)) => {
+                    let message = message_of(&d);
+                    let acker = AmqpAcker { acker: Some(d.acker.clone()), _channel: Some(channel.clone()) };
+                    return Some(Ok(Delivery::new(message, d.redelivered, Box::new(acker))));
+                }
+                Some(Err(e)) => {
+                    warn!(queue = %self.queue, error = %e, "consumer lost; resubscribing");
+                    self.stream = None;
+                }
+                None => {
+                    warn!(queue = %self.queue, "consumer closed by the broker; resubscribing");
+                    self.stream = None;
+                }
+            }
+        }
+    }
+}
+
+struct AmqpAcker {
+    acker: Option<lapin::Acker>,
+    /// Keeps a `basic.get` channel open until the delivery is settled.
+    _channel: Option<Channel>,
+}
+
+#[async_trait]
+impl Acker for AmqpAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BusError> {
+        let acker = self.acker.take().expect("settled once");
+        acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| BusError::Disconnected(e.to_string()))
+    }
+
+    async fn nack(mut self: Box<Self>, requeue: bool) -> Result<(), BusError> {
+        let acker = self.acker.take().expect("settled once");
+        acker
+            .nack(BasicNackOptions { requeue, multiple: false })
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::Disconnected(e.to_string()))
+    }
+}
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        // Unsettled: hand it back to the broker, as the in-process bus does.
+        if let Some(acker) = self.acker.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            });
+        }
+    }
+}
+

@@ -1,0 +1,121 @@
+//! [`AmqpBus`] against the real RabbitMQ on 127.0.0.1:5672 (guest/guest; `deploy/scripts/test.sh`
+//! starts it). Queue names are unique per test run; test queues auto-delete.
+
+use std::time::Duration;
+
+use bus::amqp::AmqpBus;
+use bus::{Bus, BusError, ExchangeKind, Message, QueueSpec};
+
+fn url() -> String {
+    std::env::var("REELFORGE_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+async fn bus() -> AmqpBus {
+    AmqpBus::connect(&url()).await.expect("RabbitMQ on 127.0.0.1:5672 (run deploy/scripts/test.sh)")
+}
+
+fn unique(name: &str) -> String {
+    format!("test.{name}.{}.{}", std::process::id(), chrono_like_nanos())
+}
+
+fn chrono_like_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn temp_queue(name: &str) -> QueueSpec {
+    QueueSpec { auto_delete: true, ..QueueSpec::durable(name) }
+}
+
+#[tokio::test]
+async fn publish_consume_ack_with_priorities_and_headers() {
+    let bus = bus().await;
+    let q = unique("prio");
+    bus.declare_queue(&QueueSpec { max_priority: 9, ..temp_queue(&q) }).await.unwrap();
+    for (id, p) in [("low", 1), ("high", 9), ("mid", 5)] {
+        let mut m = Message::new(id, id.as_bytes().to_vec()).with_priority(p);
+        m.headers.insert("x-test".into(), format!("h-{id}"));
+        bus.publish("", &q, m).await.unwrap();
+    }
+    assert_eq!(bus.depth(&q).await.unwrap(), 3);
+    let mut c = bus.consume(&q, 10).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), c.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(d.message.headers.get("x-test").map(String::as_str), Some(format!("h-{}", d.message.id).as_str()));
+        got.push(d.message.id.clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(got, ["high", "mid", "low"]);
+}
+
+#[tokio::test]
+async fn unroutable_publish_is_an_error() {
+    let bus = bus().await;
+    let err = bus.publish("", &unique("nowhere"), Message::new("x", vec![])).await.unwrap_err();
+    assert!(matches!(err, BusError::NotConfirmed { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn nack_requeue_redelivers_and_dropped_delivery_returns() {
+    let bus = bus().await;
+    let q = unique("redeliver");
+    bus.declare_queue(&temp_queue(&q)).await.unwrap();
+    bus.publish("", &q, Message::new("m", b"body".to_vec())).await.unwrap();
+    let mut c = bus.consume(&q, 1).await.unwrap();
+    let d = c.next().await.unwrap().unwrap();
+    assert!(!d.redelivered);
+    d.nack(true).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), c.next()).await.unwrap().unwrap().unwrap();
+    assert!(d.redelivered);
+    drop(d);
+    let d = tokio::time::timeout(Duration::from_secs(10), c.next()).await.unwrap().unwrap().unwrap();
+    assert!(d.redelivered);
+    assert_eq!(d.message.body, b"body");
+    d.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn ttl_rung_dead_letters_back_to_the_work_queue() {
+    let bus = bus().await;
+    let work = unique("work");
+    let rung = unique("rung");
+    bus.declare_queue(&temp_queue(&work)).await.unwrap();
+    bus.declare_exchange(&rung, ExchangeKind::Fanout).await.unwrap();
+    let spec = QueueSpec { message_ttl_ms: Some(300), dead_letter_exchange: Some(String::new()), ..QueueSpec::durable(&rung) };
+    bus.declare_queue(&spec).await.unwrap();
+    bus.bind(&rung, &rung, "").await.unwrap();
+    bus.publish(&rung, &work, Message::new("r", b"retry".to_vec())).await.unwrap();
+    assert_eq!(bus.depth(&work).await.unwrap(), 0);
+    let mut got = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(d) = bus.get(&work).await.unwrap() {
+            got = Some(d);
+            break;
+        }
+    }
+    let d = got.expect("dead-lettered into the work queue within 5 s");
+    assert_eq!(d.message.body, b"retry");
+    assert_eq!(d.message.id, "r");
+    d.ack().await.unwrap();
+    // The rung itself is durable: remove it so repeated runs leave nothing behind.
+    let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", &rung]).output();
+}
+
+#[tokio::test]
+async fn consumers_survive_a_dropped_connection() {
+    let bus = bus().await;
+    let q = unique("reconnect");
+    // Durable and not auto-delete: the queue must outlive the dropped connection.
+    bus.declare_queue(&QueueSpec::durable(&q)).await.unwrap();
+    let mut c = bus.consume(&q, 1).await.unwrap();
+    let out = std::process::Command::new("rabbitmqctl").args(["-q", "close_all_connections", "test"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Publishing reconnects; the consumer resubscribes on the new connection.
+    bus.publish("", &q, Message::new("after", b"x".to_vec())).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), c.next()).await.expect("delivery after reconnect").unwrap().unwrap();
+    assert_eq!(d.message.id, "after");
+    d.ack().await.unwrap();
+    assert!(bus.is_connected().await);
+    let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", &q]).output();
+}
