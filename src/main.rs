@@ -21,14 +21,14 @@ struct Cli {
 enum Command {
     /// Run one edit and one create job end to end in this process (no services needed).
     Demo(commands::demo::DemoArgs),
-    /// Run the scheduler of a fleet (RabbitMQ).
-    Scheduler,
-    /// Run a worker of a fleet (RabbitMQ).
-    Worker,
-    /// Submit a job document to a fleet.
-    Submit,
-    /// Show a job's state.
-    Status,
+    /// Run the scheduler of a fleet: admission, routing, job state, HTTP API (RabbitMQ).
+    Scheduler(commands::fleet::SchedulerArgs),
+    /// Run a worker of a fleet: consume tasks, run pipelines, store outputs (RabbitMQ).
+    Worker(commands::fleet::WorkerArgs),
+    /// Submit a job document to a fleet (`--wait` follows it to its result).
+    Submit(commands::fleet::SubmitArgs),
+    /// Show a job's state and result, from the scheduler's HTTP API.
+    Status(commands::fleet::StatusArgs),
     /// Manage model checkpoints (`models init-tiny --out DIR`).
     Models,
     /// Train a model (`train mcvd`).
@@ -49,32 +49,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .init();
     let outcome = match cli.command {
-        Command::Demo(args) => {
-            commands::runtime().and_then(|rt| rt.block_on(commands::demo::run(args)))
-        }
+        Command::Demo(args) => commands::runtime().and_then(|rt| rt.block_on(commands::demo::run(args))),
         Command::Validate { file, allow_local } => commands::validate::run(&file, allow_local),
-        Command::Scheduler | Command::Worker | Command::Submit | Command::Status => {
-            commands::not_yet("the fleet over RabbitMQ", "issue 3 (the fleet)")
-        }
-        Command::Models => {
-            commands::not_yet("tiny model checkpoints", "issues 5 and 6 (editor, creator)")
-        }
-        Command::Train | Command::Eval => {
-            commands::not_yet("MCVD training and evaluation", "issue 6 (creator)")
-        }
+        Command::Scheduler(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::scheduler(args))),
+        Command::Worker(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::worker(args))),
+        Command::Submit(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::submit(args))),
+        Command::Status(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::status(args))),
+        Command::Models => commands::not_yet("tiny model checkpoints", "issues 5 and 6 (editor, creator)"),
+        Command::Train | Command::Eval => commands::not_yet("MCVD training and evaluation", "issue 6 (creator)"),
         Command::Watermark => commands::not_yet("watermark detection", "issue 7 (fidelity)"),
     };
     match outcome {

@@ -12,21 +12,8 @@ fn help_lists_every_subcommand() {
     let out = reelforge().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for cmd in [
-        "demo",
-        "scheduler",
-        "worker",
-        "submit",
-        "status",
-        "models",
-        "train",
-        "eval",
-        "watermark",
-    ] {
-        assert!(
-            help.lines().any(|l| l.trim_start().starts_with(cmd)),
-            "`{cmd}` missing from --help:\n{help}"
-        );
+    for cmd in ["demo", "scheduler", "worker", "submit", "status", "models", "train", "eval", "watermark"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "`{cmd}` missing from --help:\n{help}");
     }
 }
 
@@ -35,77 +22,37 @@ fn validate_reports_the_first_problem() {
     let dir = tempfile::tempdir().unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/examples/edit.json");
     let out = reelforge().arg("validate").arg(&example).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let bad = dir.path().join("bad.json");
-    std::fs::write(
-        &bad,
-        r#"{"v":1,"kind":"edit","job_id":"a","tenant":"t","source":"s3://bkt/../x","guidance":{}}"#,
-    )
-    .unwrap();
+    std::fs::write(&bad, r#"{"v":1,"kind":"edit","job_id":"a","tenant":"t","source":"s3://bkt/../x","guidance":{}}"#)
+        .unwrap();
     let out = reelforge().arg("validate").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.starts_with("invalid_job: ") && text.contains("source"),
-        "{text}"
-    );
+    assert!(text.starts_with("invalid_job: ") && text.contains("source"), "{text}");
 }
 
 fn ffprobe_ok(path: &Path) -> serde_json::Value {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
         .arg(path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe rejected {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffprobe rejected {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn demo_ends_with_a_table_of_real_files() {
     let dir = tempfile::tempdir().unwrap();
-    let out = reelforge()
-        .args(["demo", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = reelforge().args(["demo", "--out"]).arg(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains(".mp4") || l.contains(".jpg"))
-        .collect();
-    assert!(
-        rows.len() >= 4,
-        "expected clips, a video and thumbnails in the table:\n{stdout}"
-    );
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains(".mp4") || l.contains(".jpg")).collect();
+    assert!(rows.len() >= 4, "expected clips, a video and thumbnails in the table:\n{stdout}");
     let mut kinds = std::collections::BTreeSet::new();
     for row in rows {
-        let path = row
-            .split('┆')
-            .map(str::trim)
-            .find(|c| c.starts_with('/'))
-            .expect("a path column");
+        let path = row.split('┆').map(str::trim).find(|c| c.starts_with('/')).expect("a path column");
         let v = ffprobe_ok(Path::new(path));
         let codec = v["streams"][0]["codec_name"].as_str().unwrap().to_owned();
         if path.ends_with(".mp4") {
@@ -116,8 +63,5 @@ fn demo_ends_with_a_table_of_real_files() {
         }
         kinds.insert(row.split('┆').nth(1).unwrap().trim().to_owned());
     }
-    assert_eq!(
-        kinds.into_iter().collect::<Vec<_>>(),
-        ["clip", "thumbnail", "video"]
-    );
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["clip", "thumbnail", "video"]);
 }

@@ -31,22 +31,12 @@ impl Harness {
         worker::samples::write_sample_video(&sample, 4.0, 25, 160, 90, 2).unwrap();
         let bus = Arc::new(MemoryBus::new());
         topology::declare_core(bus.as_ref()).await.unwrap();
-        bus.declare_queue(&QueueSpec::durable("test.events"))
-            .await
-            .unwrap();
-        bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#")
-            .await
-            .unwrap();
+        bus.declare_queue(&QueueSpec::durable("test.events")).await.unwrap();
+        bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
         let events = bus.consume("test.events", 1000).await.unwrap();
         let stop = CancellationToken::new();
         let store = Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
-        let sched = Scheduler::new(
-            bus.clone(),
-            SchedulerConfig {
-                allow_local_media: true,
-                ..Default::default()
-            },
-        );
+        let sched = Scheduler::new(bus.clone(), SchedulerConfig { allow_local_media: true, ..Default::default() });
         let cfg = WorkerConfig {
             id: "w1".into(),
             capacity: 2,
@@ -56,14 +46,7 @@ impl Harness {
         };
         tokio::spawn(sched.run(stop.clone()));
         tokio::spawn(Worker::new(bus.clone(), store, cfg).run(stop.clone()));
-        Harness {
-            bus,
-            dir,
-            events,
-            stop,
-            seen: Vec::new(),
-            sample,
-        }
+        Harness { bus, dir, events, stop, seen: Vec::new(), sample }
     }
 
     fn source(&self) -> String {
@@ -78,14 +61,7 @@ impl Harness {
     }
 
     async fn submit(&self, id: &str, body: Vec<u8>) {
-        self.bus
-            .publish(
-                topology::JOBS_EXCHANGE,
-                topology::SUBMIT_KEY,
-                Message::new(id, body),
-            )
-            .await
-            .unwrap();
+        self.bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, Message::new(id, body)).await.unwrap();
     }
 
     /// Collects events until every id in `ids` has finished; returns their results.
@@ -110,10 +86,7 @@ impl Harness {
     fn count(&self, id: &str, state: JobState) -> usize {
         self.seen
             .iter()
-            .filter(|e| {
-                e.job_id.as_str() == id
-                    && matches!(e.event, EventBody::State { state: s, .. } if s == state)
-            })
+            .filter(|e| e.job_id.as_str() == id && matches!(e.event, EventBody::State { state: s, .. } if s == state))
             .count()
     }
 
@@ -154,19 +127,13 @@ async fn jobs_succeed_and_result_json_commits_them() {
             assert_eq!(worker::storage::sha256_hex(&bytes), o.sha256);
             assert!(path_of(&o.uri).starts_with(h.store().join("t1").join(id)));
         }
-        let committed: JobResult = serde_json::from_slice(
-            &std::fs::read(h.store().join("t1").join(id).join("result.json")).unwrap(),
-        )
-        .unwrap();
+        let committed: JobResult =
+            serde_json::from_slice(&std::fs::read(h.store().join("t1").join(id).join("result.json")).unwrap()).unwrap();
         assert_eq!(&committed, r);
         assert_eq!(h.count(id, JobState::Dispatched), 1);
         assert_eq!(h.count(id, JobState::Running), 1);
     }
-    assert!(
-        h.seen
-            .iter()
-            .any(|e| matches!(e.event, EventBody::Progress { .. }))
-    );
+    assert!(h.seen.iter().any(|e| matches!(e.event, EventBody::Progress { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,8 +153,7 @@ async fn bad_documents_fail_with_codes_and_the_fleet_stays_up() {
     let noise = h.dir.path().join("noise.mp4");
     std::fs::write(&noise, vec![7u8; 4096]).unwrap();
     bad_media["source"] = json!(format!("file://{}", noise.display()));
-    h.submit("badmedia", bad_media.to_string().into_bytes())
-        .await;
+    h.submit("badmedia", bad_media.to_string().into_bytes()).await;
     let mut gone = h.edit("gone");
     gone["source"] = json!("file:///nonexistent/x.mp4");
     h.submit("gone", gone.to_string().into_bytes()).await;
@@ -196,23 +162,12 @@ async fn bad_documents_fail_with_codes_and_the_fleet_stays_up() {
     h.submit("late", late.to_string().into_bytes()).await;
     h.submit("ok", h.edit("ok").to_string().into_bytes()).await;
 
-    let r = h
-        .finished(&[
-            "garbage", "v2", "missing", "huge", "badmedia", "gone", "late", "ok",
-        ])
-        .await;
+    let r = h.finished(&["garbage", "v2", "missing", "huge", "badmedia", "gone", "late", "ok"]).await;
     let code = |id: &str| r[id].error.as_ref().map(|e| e.code);
     assert_eq!(code("garbage"), Some(ErrorCode::InvalidJob));
     assert_eq!(code("v2"), Some(ErrorCode::UnsupportedVersion));
     assert_eq!(code("missing"), Some(ErrorCode::InvalidJob));
-    assert!(
-        r["missing"]
-            .error
-            .as_ref()
-            .unwrap()
-            .message
-            .contains("source")
-    );
+    assert!(r["missing"].error.as_ref().unwrap().message.contains("source"));
     assert_eq!(code("huge"), Some(ErrorCode::JobTooLarge));
     assert_eq!(code("badmedia"), Some(ErrorCode::InvalidMedia));
     assert_eq!(code("gone"), Some(ErrorCode::InputNotFound));
@@ -233,8 +188,7 @@ async fn duplicate_submission_runs_once() {
     h.submit("dup", body).await;
     h.finished(&["dup"]).await;
     // A later job proves the scheduler has handled both copies by now.
-    h.submit("after", h.edit("after").to_string().into_bytes())
-        .await;
+    h.submit("after", h.edit("after").to_string().into_bytes()).await;
     h.finished(&["after"]).await;
     assert_eq!(h.count("dup", JobState::Dispatched), 1);
     assert_eq!(h.count("dup", JobState::Running), 1);
@@ -243,37 +197,23 @@ async fn duplicate_submission_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_task_with_a_committed_result_is_not_run_again() {
     let mut h = Harness::start().await;
-    h.submit("once", h.edit("once").to_string().into_bytes())
-        .await;
+    h.submit("once", h.edit("once").to_string().into_bytes()).await;
     let first = h.finished(&["once"]).await.remove("once").unwrap();
     // Put the same task on the work queue again, as a broker does after a lost ack.
     let job = protocol::Job::from_json(
         h.edit("once").to_string().as_bytes(),
-        &protocol::ValidationContext {
-            allow_local_media: true,
-        },
+        &protocol::ValidationContext { allow_local_media: true },
     )
     .unwrap();
     let queue = topology::task_queue(JobKind::Edit, "default");
     let body = serde_json::to_vec(&Task::first(job)).unwrap();
     let before = h.seen.len();
-    h.bus
-        .publish("", &queue, Message::new("once", body))
-        .await
-        .unwrap();
+    h.bus.publish("", &queue, Message::new("once", body)).await.unwrap();
     let again = h.finished(&["once"]).await.remove("once").unwrap();
     assert_eq!(again, first);
     let running_after = h.seen[before..]
         .iter()
-        .filter(|e| {
-            matches!(
-                e.event,
-                EventBody::State {
-                    state: JobState::Running,
-                    ..
-                }
-            )
-        })
+        .filter(|e| matches!(e.event, EventBody::State { state: JobState::Running, .. }))
         .count();
     assert_eq!(running_after, 0, "the job ran a second time");
 }

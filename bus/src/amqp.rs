@@ -86,7 +86,10 @@ impl AmqpBus {
             .await
             .map_err(|e| BusError::Disconnected(e.to_string()))?;
         let publish = conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?;
-        publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| BusError::Disconnected(e.to_string()))?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| BusError::Disconnected(e.to_string()))?;
         let link = Link { conn: Arc::new(conn), publish, generation };
         let replay = self.inner.declared.lock().expect("declarations lock").clone();
         for d in &replay {
@@ -193,7 +196,8 @@ async fn apply(ch: &Channel, d: &Declaration) -> Result<(), BusError> {
             if spec.single_active_consumer {
                 args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
             }
-            let opts = QueueDeclareOptions { durable: spec.durable, auto_delete: spec.auto_delete, ..Default::default() };
+            let opts =
+                QueueDeclareOptions { durable: spec.durable, auto_delete: spec.auto_delete, ..Default::default() };
             ch.queue_declare(spec.name.as_str().into(), opts, args)
                 .await
                 .map(|_| ())
@@ -234,7 +238,9 @@ fn message_of(d: &lapin::message::Delivery) -> Message {
             t.inner()
                 .iter()
                 .filter_map(|(k, v)| match v {
-                    AMQPValue::LongString(s) => Some((k.to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned())),
+                    AMQPValue::LongString(s) => {
+                        Some((k.to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned()))
+                    }
                     AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
                     _ => None,
                 })
@@ -260,7 +266,8 @@ impl Bus for AmqpBus {
     }
 
     async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BusError> {
-        self.declare(Declaration::Bind { queue: queue.into(), exchange: exchange.into(), pattern: pattern.into() }).await
+        self.declare(Declaration::Bind { queue: queue.into(), exchange: exchange.into(), pattern: pattern.into() })
+            .await
     }
 
     async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError> {
@@ -427,4 +434,3 @@ impl Drop for AmqpAcker {
         }
     }
 }
-

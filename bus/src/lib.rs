@@ -29,11 +29,7 @@ pub struct Message {
 impl Message {
     /// A message with an id and a body, priority 0, no headers.
     pub fn new(id: impl Into<String>, body: Vec<u8>) -> Self {
-        Message {
-            id: id.into(),
-            body,
-            ..Default::default()
-        }
+        Message { id: id.into(), body, ..Default::default() }
     }
 
     /// The same message with a priority.
@@ -139,12 +135,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BusError>;
     /// Publishes a persistent message and returns once the broker has taken responsibility for it.
     /// The exchange `""` routes to the queue named by the key. An unroutable message is an error.
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        message: Message,
-    ) -> Result<(), BusError>;
+    async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError>;
     /// Starts consuming with at most `prefetch` unacknowledged deliveries in hand.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError>;
     /// Takes one message from a queue without subscribing (AMQP `basic.get`), if any is ready.
@@ -187,11 +178,7 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery settled through `acker`.
     pub fn new(message: Message, redelivered: bool, acker: Box<dyn Acker>) -> Self {
-        Delivery {
-            message,
-            redelivered,
-            acker,
-        }
+        Delivery { message, redelivered, acker }
     }
 
     /// Splits into the message and its acker, to settle later.

@@ -370,8 +370,11 @@ mod tests {
     async fn ttl_dead_letters_with_the_original_key() {
         let bus = MemoryBus::new();
         bus.declare_exchange("retry", ExchangeKind::Fanout).await.unwrap();
-        let delay =
-            QueueSpec { message_ttl_ms: Some(1000), dead_letter_exchange: Some(String::new()), ..QueueSpec::durable("delay") };
+        let delay = QueueSpec {
+            message_ttl_ms: Some(1000),
+            dead_letter_exchange: Some(String::new()),
+            ..QueueSpec::durable("delay")
+        };
         bus.declare_queue(&delay).await.unwrap();
         bus.declare_queue(&QueueSpec::durable("work")).await.unwrap();
         bus.bind("delay", "retry", "").await.unwrap();

@@ -81,7 +81,8 @@ async fn ttl_rung_dead_letters_back_to_the_work_queue() {
     let rung = unique("rung");
     bus.declare_queue(&temp_queue(&work)).await.unwrap();
     bus.declare_exchange(&rung, ExchangeKind::Fanout).await.unwrap();
-    let spec = QueueSpec { message_ttl_ms: Some(300), dead_letter_exchange: Some(String::new()), ..QueueSpec::durable(&rung) };
+    let spec =
+        QueueSpec { message_ttl_ms: Some(300), dead_letter_exchange: Some(String::new()), ..QueueSpec::durable(&rung) };
     bus.declare_queue(&spec).await.unwrap();
     bus.bind(&rung, &rung, "").await.unwrap();
     bus.publish(&rung, &work, Message::new("r", b"retry".to_vec())).await.unwrap();
@@ -113,7 +114,11 @@ async fn consumers_survive_a_dropped_connection() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Publishing reconnects; the consumer resubscribes on the new connection.
     bus.publish("", &q, Message::new("after", b"x".to_vec())).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(30), c.next()).await.expect("delivery after reconnect").unwrap().unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), c.next())
+        .await
+        .expect("delivery after reconnect")
+        .unwrap()
+        .unwrap();
     assert_eq!(d.message.id, "after");
     d.ack().await.unwrap();
     assert!(bus.is_connected().await);

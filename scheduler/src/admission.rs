@@ -1,42 +1,56 @@
-//! [`Admission`]: one submission from the submit queue becomes a task on a work queue, or a
-//! failed/expired result. Order: parse and validate (an invalid job ends `failed` with the
-//! validation message, never retried) → de-duplicate by job id (a resubmitted id is never run
-//! twice) → expire a passed deadline → route to `reelforge.tasks.<kind>.<profile>` with the
-//! job's priority. The submission is acked only after the task or the result is confirmed.
+//! [`Admission`]: one submission from the submit queue becomes a task on a work queue, a held
+//! job, or a failed/expired/cancelled result. Order: parse and validate (an invalid job ends
+//! `failed` with the validation message, never retried) → de-duplicate by job id (a
+//! resubmitted id is never run twice) → cancelled? → deadline passed? → known profile? →
+//! tenant under its in-flight limit? (else onto the held queue, see [`crate::fairness`]) →
+//! route to `reelforge.tasks.<kind>.<profile>` with the job's priority. A submission is acked
+//! only after its task, held copy or result is confirmed by the broker.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use bus::{Bus, Delivery, Message, topology};
 use chrono::Utc;
 use protocol::{
-    ErrorCode, Event, EventBody, Job, JobId, JobResult, JobState, JobStatus, Task, TenantId,
-    ValidationContext,
+    ErrorCode, Event, EventBody, Job, JobId, JobResult, JobState, JobStatus, Task, TenantId, ValidationContext,
 };
 use tracing::{info, info_span, warn};
 
 use crate::SchedulerConfig;
 use crate::state::{Admit, JobTable};
 
-/// Admits submissions.
+/// What admission did with a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put on its work queue.
+    Dispatched,
+    /// Put on the held queue: its tenant is at its in-flight limit.
+    Held,
+    /// Ended without running (refused, expired, cancelled, unknown profile).
+    Ended,
+    /// Already seen: nothing done.
+    Duplicate,
+}
+
+/// Admits submissions and dispatches jobs.
 pub struct Admission {
     bus: Arc<dyn Bus>,
     table: JobTable,
     cfg: SchedulerConfig,
+    declared: Mutex<HashSet<String>>,
 }
 
 impl Admission {
     /// Admission over a bus and a job table.
     pub fn new(bus: Arc<dyn Bus>, table: JobTable, cfg: SchedulerConfig) -> Self {
-        Admission { bus, table, cfg }
+        Admission { bus, table, cfg, declared: Mutex::new(HashSet::new()) }
     }
 
     /// Admits one delivery from the submit queue and settles it.
     pub async fn admit(&self, delivery: Delivery) {
         let span = info_span!("admit", message_id = %delivery.message.id);
         let _g = span.enter();
-        let ctx = ValidationContext {
-            allow_local_media: self.cfg.allow_local_media,
-        };
+        let ctx = ValidationContext { allow_local_media: self.cfg.allow_local_media };
         let outcome = match Job::from_json(&delivery.message.body, &ctx) {
             Ok(job) => self.route(job).await,
             Err(e) => {
@@ -44,79 +58,82 @@ impl Admission {
                 warn!(%job_id, code = %e.code(), "refused: {e}");
                 match self.table.admit(job_id.clone(), tenant.clone(), None).await {
                     Admit::New => {
-                        let result = JobResult::failure(
-                            job_id,
-                            tenant,
-                            None,
-                            JobStatus::Failed,
-                            e.code(),
-                            e.to_string(),
-                        );
-                        self.publish_finished(result).await
+                        let r = JobResult::failure(job_id, tenant, None, JobStatus::Failed, e.code(), e.to_string());
+                        self.publish_finished(r).await.map(|_| Outcome::Ended)
                     }
-                    Admit::Duplicate(_) => Ok(()),
+                    Admit::Duplicate(_) => Ok(Outcome::Duplicate),
                 }
             }
         };
-        let settled = match outcome {
-            Ok(()) => delivery.ack().await,
-            // Not confirmed: leave it on the submit queue for another try.
-            Err(e) => {
-                warn!(error = %e, "admission not confirmed; requeueing");
-                delivery.nack(true).await
+        settle(delivery, outcome).await;
+    }
+
+    async fn route(&self, job: Job) -> Result<Outcome, bus::BusError> {
+        match self.table.admit(job.job_id().clone(), job.tenant().clone(), Some(job.kind())).await {
+            Admit::Duplicate(state) => {
+                info!(job_id = %job.job_id(), state = state.as_str(), "duplicate submission ignored");
+                Ok(Outcome::Duplicate)
             }
-        };
-        if let Err(e) = settled {
-            warn!(error = %e, "settling the submission failed");
+            Admit::New => self.dispatch(&job, false).await,
         }
     }
 
-    async fn route(&self, job: Job) -> Result<(), bus::BusError> {
-        let job_id = job.job_id().clone();
-        match self
-            .table
-            .admit(job_id.clone(), job.tenant().clone(), Some(job.kind()))
-            .await
-        {
-            Admit::Duplicate(state) => {
-                info!(%job_id, state = state.as_str(), "duplicate submission ignored");
-                return Ok(());
-            }
-            Admit::New => {}
+    /// Dispatches an admitted job (from the submit queue, or from the held queue when `held`):
+    /// ends it if it was cancelled, expired or names an unknown profile, holds it if its tenant
+    /// is at its limit, else publishes its task.
+    pub async fn dispatch(&self, job: &Job, held: bool) -> Result<Outcome, bus::BusError> {
+        let (job_id, tenant) = (job.job_id().clone(), job.tenant().clone());
+        let end = |status, code, msg: &str| {
+            JobResult::failure(job_id.clone(), tenant.clone(), Some(job.kind()), status, code, msg)
+        };
+        if self.table.get(&job_id).await.is_some_and(|r| r.cancel_requested) {
+            let r = end(JobStatus::Cancelled, ErrorCode::Cancelled, "cancelled before dispatch");
+            return self.publish_finished(r).await.map(|_| Outcome::Ended);
         }
         if job.deadline().is_some_and(|d| d < Utc::now()) {
-            let result = JobResult::failure(
-                job_id,
-                job.tenant().clone(),
-                Some(job.kind()),
-                JobStatus::Expired,
-                ErrorCode::DeadlineExceeded,
-                "deadline passed before dispatch",
-            );
-            return self.publish_finished(result).await;
+            let r = end(JobStatus::Expired, ErrorCode::DeadlineExceeded, "deadline passed before dispatch");
+            return self.publish_finished(r).await.map(|_| Outcome::Ended);
         }
-        let queue =
-            topology::declare_task_queue(self.bus.as_ref(), job.kind(), job.profile()).await?;
-        let (tenant, priority) = (job.tenant().clone(), job.priority());
-        let body = serde_json::to_vec(&Task::first(job)).expect("tasks serialise");
-        self.bus
-            .publish(
-                "",
-                &queue,
-                Message::new(job_id.to_string(), body).with_priority(priority),
-            )
-            .await?;
-        info!(%job_id, %queue, priority, "dispatched");
+        if !self.profile_known(job.profile()).await {
+            let msg = format!("no worker serves profile `{}` (known: {})", job.profile(), self.cfg.profiles.join(", "));
+            let r = end(JobStatus::Failed, ErrorCode::UnknownProfile, &msg);
+            return self.publish_finished(r).await.map(|_| Outcome::Ended);
+        }
+        if !self.table.reserve(&job_id, self.cfg.tenant_max_in_flight).await {
+            if held {
+                return Ok(Outcome::Held);
+            }
+            let msg = Message::new(job_id.to_string(), job.to_json()).with_priority(job.priority());
+            self.bus.publish("", topology::HELD_QUEUE, msg).await?;
+            info!(%job_id, %tenant, "tenant at its in-flight limit; job held");
+            return Ok(Outcome::Held);
+        }
+        let queue = self.task_queue(job).await?;
+        let body = serde_json::to_vec(&Task::first(job.clone())).expect("tasks serialise");
+        self.bus.publish("", &queue, Message::new(job_id.to_string(), body).with_priority(job.priority())).await?;
+        info!(%job_id, %queue, priority = job.priority(), "dispatched");
         let ev = Event::now(
             job_id,
             tenant,
             &self.cfg.id,
-            EventBody::State {
-                state: JobState::Dispatched,
-                detail: Some(queue),
-            },
+            EventBody::State { state: JobState::Dispatched, detail: Some(queue) },
         );
-        self.publish_event(&ev).await
+        self.publish_event(&ev).await.map(|_| Outcome::Dispatched)
+    }
+
+    async fn profile_known(&self, profile: &str) -> bool {
+        self.cfg.profiles.iter().any(|p| p == profile)
+            || self.table.workers().await.iter().any(|w| w.profiles.iter().any(|p| p == profile))
+    }
+
+    async fn task_queue(&self, job: &Job) -> Result<String, bus::BusError> {
+        let name = topology::task_queue(job.kind(), job.profile());
+        if self.declared.lock().expect("declared lock").contains(&name) {
+            return Ok(name);
+        }
+        topology::declare_task_queue(self.bus.as_ref(), job.kind(), job.profile()).await?;
+        self.declared.lock().expect("declared lock").insert(name.clone());
+        Ok(name)
     }
 
     async fn publish_finished(&self, result: JobResult) -> Result<(), bus::BusError> {
@@ -124,44 +141,45 @@ impl Admission {
             result.job_id.clone(),
             result.tenant.clone(),
             &self.cfg.id,
-            EventBody::Finished {
-                result: Box::new(result),
-            },
+            EventBody::Finished { result: Box::new(result) },
         );
         self.publish_event(&ev).await
     }
 
     async fn publish_event(&self, ev: &Event) -> Result<(), bus::BusError> {
         let body = serde_json::to_vec(ev).expect("events serialise");
-        self.bus
-            .publish(
-                topology::EVENTS_EXCHANGE,
-                &ev.routing_key(),
-                Message::new(ev.job_id.to_string(), body),
-            )
-            .await
+        self.bus.publish(topology::EVENTS_EXCHANGE, &ev.routing_key(), Message::new(ev.job_id.to_string(), body)).await
+    }
+}
+
+/// Acks what was handled; requeues what the broker did not confirm, for another try.
+pub async fn settle(delivery: Delivery, outcome: Result<Outcome, bus::BusError>) {
+    let settled = match outcome {
+        Ok(_) => delivery.ack().await,
+        Err(e) => {
+            warn!(error = %e, "not confirmed by the broker; requeueing");
+            delivery.nack(true).await
+        }
+    };
+    if let Err(e) = settled {
+        warn!(error = %e, "settling a delivery failed");
     }
 }
 
 /// The best ids to report a refused document under: its own `job_id`/`tenant` when they are
-/// valid, else the message id, else `unknown`.
+/// valid, else the message id, else a digest of the bytes.
 fn ids_of_invalid(message: &Message) -> (JobId, TenantId) {
     let doc: Option<serde_json::Value> = if message.body.len() <= protocol::limits::MAX_JOB_BYTES {
         serde_json::from_slice(&message.body).ok()
     } else {
         None
     };
-    let field = |name: &str| {
-        doc.as_ref()
-            .and_then(|d| d.get(name))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+    let field = |name: &str| doc.as_ref().and_then(|d| d.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
     let job_id = field("job_id")
         .map(JobId)
         .filter(|id| id.check("job_id").is_ok())
         .or_else(|| Some(JobId(message.id.clone())).filter(|id| id.check("job_id").is_ok()))
-        .unwrap_or_else(|| JobId(format!("invalid-{}", &hex_digest(&message.body)[..16])));
+        .unwrap_or_else(|| JobId(format!("invalid-{}", fnv1a(&message.body))));
     let tenant = field("tenant")
         .map(TenantId)
         .filter(|t| t.check("tenant").is_ok())
@@ -169,12 +187,12 @@ fn ids_of_invalid(message: &Message) -> (JobId, TenantId) {
     (job_id, tenant)
 }
 
-fn hex_digest(bytes: &[u8]) -> String {
-    // FNV-1a, enough to tell refused anonymous documents apart in logs and events.
+/// FNV-1a of the bytes and their length: enough to tell refused anonymous documents apart.
+fn fnv1a(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    format!("{h:016x}{:016x}", bytes.len())
+    format!("{h:016x}{:08x}", bytes.len())
 }

@@ -1,15 +1,23 @@
 //! `scheduler` owns what happens to a job between submission and a worker: [`admission`]
-//! (parse, validate, de-duplicate, expire, route to the work queue of its kind and profile) and
-//! [`state`] (every job's state, kept by one task fed from events). [`Scheduler::run`] drives
-//! both over any [`bus::Bus`].
+//! (validate, de-duplicate, expire, route), [`fairness`] (per-tenant in-flight limits over the
+//! held queue), [`state`] (every job's state, fed by events; live workers, fed by heartbeats)
+//! and the HTTP [`api`]. [`Scheduler::run`] drives them over any [`bus::Bus`]. Replicas can run
+//! side by side: the submit queue has a single active consumer, and every replica follows all
+//! events on a private feed, so any replica answers status queries and a standby takes over
+//! admission when the active one goes.
 
 pub mod admission;
+pub mod api;
+pub mod fairness;
 pub mod state;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use bus::{Bus, topology};
-use protocol::Event;
+use bus::{Bus, Message, topology};
+use chrono::Utc;
+use protocol::{Control, Event, Heartbeat, JobId};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -19,20 +27,30 @@ pub use state::{JobRecord, JobTable};
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Its id in events.
+    /// Its replica id (feeds are named after it; unique per replica).
     pub id: String,
     /// Accept `file:///` media (the embedded mode only).
     pub allow_local_media: bool,
     /// Submissions admitted concurrently (the submit queue's prefetch).
     pub prefetch: u16,
+    /// Model profiles accepted even when no live worker serves them yet (workers may scale
+    /// from zero); profiles announced by live workers are accepted too.
+    pub profiles: Vec<String>,
+    /// Most jobs of one tenant dispatched or running at once.
+    pub tenant_max_in_flight: usize,
+    /// Held jobs kept in memory per replica (the held queue's prefetch).
+    pub held_prefetch: u16,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
-            id: "scheduler".into(),
+            id: format!("scheduler-{}", std::process::id()),
             allow_local_media: false,
-            prefetch: 64,
+            prefetch: 256,
+            profiles: vec!["default".into()],
+            tenant_max_in_flight: 64,
+            held_prefetch: 1024,
         }
     }
 }
@@ -55,11 +73,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler over `bus`, with an empty job table.
     pub fn new(bus: Arc<dyn Bus>, cfg: SchedulerConfig) -> Self {
-        Scheduler {
-            bus,
-            cfg,
-            table: JobTable::spawn(),
-        }
+        Scheduler { bus, cfg, table: JobTable::spawn() }
     }
 
     /// A handle on the job table (status queries).
@@ -67,43 +81,107 @@ impl Scheduler {
         self.table.clone()
     }
 
-    /// Declares the topology, then admits submissions and tracks events until `shutdown`.
+    /// Declares the topology, then admits submissions, releases held jobs and follows events,
+    /// control messages and heartbeats until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-        topology::declare_core(self.bus.as_ref()).await?;
-        let admission = Admission::new(self.bus.clone(), self.table.clone(), self.cfg.clone());
-        let mut submissions = self
-            .bus
-            .consume(topology::SUBMIT_QUEUE, self.cfg.prefetch)
-            .await?;
-        let mut events = self
-            .bus
-            .consume(topology::SCHEDULER_EVENTS_QUEUE, 256)
-            .await?;
-        info!(id = %self.cfg.id, "scheduler admitting jobs");
+        let bus = self.bus.as_ref();
+        topology::declare_core(bus).await?;
+        let id = &self.cfg.id;
+        let events_q = topology::declare_feed(bus, id, "events", topology::EVENTS_EXCHANGE, "job.#").await?;
+        let control_q = topology::declare_feed(bus, id, "control", topology::CONTROL_EXCHANGE, "").await?;
+        let beats_q = topology::declare_feed(bus, id, "heartbeats", topology::HEARTBEATS_EXCHANGE, "").await?;
+        let mut events = bus.consume(&events_q, 1024).await?;
+        let mut control = bus.consume(&control_q, 64).await?;
+        let mut beats = bus.consume(&beats_q, 64).await?;
+        let mut submissions = bus.consume(topology::SUBMIT_QUEUE, self.cfg.prefetch).await?;
+        let mut held_feed = bus.consume(topology::HELD_QUEUE, self.cfg.held_prefetch).await?;
+        let admission = Arc::new(Admission::new(self.bus.clone(), self.table.clone(), self.cfg.clone()));
+        let mut holding = fairness::Holding::default();
+        let slots = Arc::new(Semaphore::new(usize::from(self.cfg.prefetch.max(1))));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        info!(%id, "scheduler running");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 d = submissions.next() => match d {
-                    Some(Ok(d)) => admission.admit(d).await,
+                    Some(Ok(d)) => {
+                        let permit = slots.clone().acquire_owned().await.expect("never closed");
+                        let admission = admission.clone();
+                        tokio::spawn(async move {
+                            admission.admit(d).await;
+                            drop(permit);
+                        });
+                    }
                     Some(Err(e)) => warn!(error = %e, "submission consume failed"),
+                    None => break,
+                },
+                d = held_feed.next() => match d {
+                    Some(Ok(d)) => {
+                        holding.hold(d, &self.table).await;
+                        holding.release(&admission).await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "held consume failed"),
                     None => break,
                 },
                 d = events.next() => match d {
                     Some(Ok(d)) => {
-                        match serde_json::from_slice::<Event>(&d.message.body) {
-                            Ok(ev) => self.table.apply(ev).await,
-                            Err(e) => warn!(error = %e, "unreadable event dropped"),
-                        }
-                        if let Err(e) = d.ack().await {
-                            warn!(error = %e, "event ack failed");
+                        let terminal = match serde_json::from_slice::<Event>(&d.message.body) {
+                            Ok(ev) => {
+                                let t = matches!(ev.event, protocol::EventBody::Finished { .. });
+                                self.table.apply(ev).await;
+                                t
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "unreadable event dropped");
+                                false
+                            }
+                        };
+                        let _ = d.ack().await;
+                        if terminal && !holding.is_empty() {
+                            holding.release(&admission).await;
                         }
                     }
                     Some(Err(e)) => warn!(error = %e, "event consume failed"),
                     None => break,
                 },
+                d = control.next() => match d {
+                    Some(Ok(d)) => {
+                        match serde_json::from_slice::<Control>(&d.message.body) {
+                            Ok(Control::Cancel { job_id, .. }) => self.table.cancel(job_id).await,
+                            Err(e) => warn!(error = %e, "unreadable control message dropped"),
+                        }
+                        let _ = d.ack().await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "control consume failed"),
+                    None => break,
+                },
+                d = beats.next() => match d {
+                    Some(Ok(d)) => {
+                        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&d.message.body) {
+                            self.table.beat(hb).await;
+                        }
+                        let _ = d.ack().await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "heartbeat consume failed"),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if !holding.is_empty() {
+                        holding.release(&admission).await;
+                    }
+                }
             }
         }
+        // Held deliveries not yet dispatched go back to the held queue when dropped.
+        drop(holding);
         info!("scheduler stopped");
         Ok(())
     }
+}
+
+/// Asks every worker and replica to cancel `job_id`.
+pub async fn request_cancel(bus: &dyn Bus, job_id: &JobId) -> Result<(), bus::BusError> {
+    let msg = Control::Cancel { v: protocol::WIRE_VERSION, job_id: job_id.clone(), at: Utc::now() };
+    let body = serde_json::to_vec(&msg).expect("control messages serialise");
+    bus.publish(topology::CONTROL_EXCHANGE, "cancel", Message::new(job_id.to_string(), body)).await
 }

@@ -38,21 +38,16 @@ pub struct DemoArgs {
 const DEMO_EVENTS_QUEUE: &str = "reelforge.demo.events";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let out = args.out.canonicalize()?;
     let input = match &args.input {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("input {}", p.display()))?,
+        Some(p) => p.canonicalize().with_context(|| format!("input {}", p.display()))?,
         None => {
             let p = out.join("sample.mp4");
             eprintln!("making a 12 s sample video: {}", p.display());
             let path = p.clone();
-            tokio::task::spawn_blocking(move || {
-                worker::samples::write_sample_video(&path, 12.0, 25, 640, 360, 3)
-            })
-            .await??;
+            tokio::task::spawn_blocking(move || worker::samples::write_sample_video(&path, 12.0, 25, 640, 360, 3))
+                .await??;
             p
         }
     };
@@ -60,25 +55,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let bus = Arc::new(MemoryBus::new());
     let store = Arc::new(LocalStore::new(out.join("store"))?);
     topology::declare_core(bus.as_ref()).await?;
-    bus.declare_queue(&QueueSpec {
-        name: DEMO_EVENTS_QUEUE.into(),
-        durable: false,
-        auto_delete: true,
-        max_priority: 0,
-    })
-    .await?;
-    bus.bind(DEMO_EVENTS_QUEUE, topology::EVENTS_EXCHANGE, "job.#")
-        .await?;
+    bus.declare_queue(&QueueSpec::transient(DEMO_EVENTS_QUEUE)).await?;
+    bus.bind(DEMO_EVENTS_QUEUE, topology::EVENTS_EXCHANGE, "job.#").await?;
     let mut events = bus.consume(DEMO_EVENTS_QUEUE, 256).await?;
 
     let stop = CancellationToken::new();
-    let sched = Scheduler::new(
-        bus.clone(),
-        SchedulerConfig {
-            allow_local_media: true,
-            ..Default::default()
-        },
-    );
+    let sched = Scheduler::new(bus.clone(), SchedulerConfig { allow_local_media: true, ..Default::default() });
     let wcfg = WorkerConfig {
         id: "demo-worker".into(),
         capacity: 2,
@@ -108,25 +90,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     ];
 
     let bars = MultiProgress::new();
-    let style =
-        ProgressStyle::with_template("{prefix:>28} {bar:30.cyan/blue} {pos:>4}/{len:4} {msg}")?;
+    let style = ProgressStyle::with_template("{prefix:>28} {bar:30.cyan/blue} {pos:>4}/{len:4} {msg}")?;
     let mut pending: BTreeMap<String, ProgressBar> = BTreeMap::new();
     for job in &jobs {
         let id = job["job_id"].as_str().expect("set above").to_owned();
-        let bar = bars.add(
-            ProgressBar::new(1)
-                .with_style(style.clone())
-                .with_prefix(id.clone()),
-        );
+        let bar = bars.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(id.clone()));
         bar.set_message("submitted");
         pending.insert(id.clone(), bar);
         // Exactly what `reelforge submit` sends to a fleet.
-        bus.publish(
-            topology::JOBS_EXCHANGE,
-            topology::SUBMIT_KEY,
-            Message::new(id, serde_json::to_vec(job)?),
-        )
-        .await?;
+        bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, Message::new(id, serde_json::to_vec(job)?)).await?;
     }
 
     let mut results: Vec<JobResult> = Vec::new();
@@ -161,35 +133,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     drop(bars);
 
     print_table(&results)?;
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|r| r.status != JobStatus::Succeeded)
-        .collect();
+    let failed: Vec<_> = results.iter().filter(|r| r.status != JobStatus::Succeeded).collect();
     for r in &failed {
-        let e = r
-            .error
-            .as_ref()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .unwrap_or_default();
+        let e = r.error.as_ref().map(|e| format!("{}: {}", e.code, e.message)).unwrap_or_default();
         eprintln!("job {} {:?}: {e}", r.job_id, r.status);
     }
-    println!(
-        "outputs and result.json files are under {}",
-        out.join("store").display()
-    );
-    Ok(if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    println!("outputs and result.json files are under {}", out.join("store").display());
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn print_table(results: &[JobResult]) -> anyhow::Result<()> {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header([
-        "job", "kind", "output", "duration", "size", "bytes", "score",
-    ]);
+    table.set_header(["job", "kind", "output", "duration", "size", "bytes", "score"]);
     for r in results {
         for o in &r.outputs {
             let path = o.uri.strip_prefix("file://").unwrap_or(&o.uri);
@@ -212,9 +168,7 @@ fn print_table(results: &[JobResult]) -> anyhow::Result<()> {
                 duration,
                 size,
                 o.bytes.to_string(),
-                o.score
-                    .map(|s| format!("{s:.1}"))
-                    .unwrap_or_else(|| "-".into()),
+                o.score.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
             ]);
         }
     }

@@ -8,17 +8,10 @@ use protocol::{Job, ValidationContext};
 
 pub fn run(file: &Path, allow_local: bool) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let ctx = ValidationContext {
-        allow_local_media: allow_local,
-    };
+    let ctx = ValidationContext { allow_local_media: allow_local };
     match Job::from_json(&bytes, &ctx) {
         Ok(job) => {
-            println!(
-                "ok: {} job {} for tenant {}",
-                job.kind().as_str(),
-                job.job_id(),
-                job.tenant()
-            );
+            println!("ok: {} job {} for tenant {}", job.kind().as_str(), job.job_id(), job.tenant());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -10,13 +10,7 @@ use crate::media::{EncodeOptions, EncodeReport, MediaError, VideoEncoder};
 
 /// One frame of the sample at time `t` seconds with `shots` shots over `seconds`.
 pub fn sample_frame(width: u32, height: u32, t: f64, seconds: f64, shots: u32) -> RgbImage {
-    const BACKGROUNDS: [[u8; 3]; 5] = [
-        [24, 40, 90],
-        [90, 60, 20],
-        [20, 80, 40],
-        [70, 20, 70],
-        [40, 40, 40],
-    ];
+    const BACKGROUNDS: [[u8; 3]; 5] = [[24, 40, 90], [90, 60, 20], [20, 80, 40], [70, 20, 70], [40, 40, 40]];
     let shot = ((t / seconds) * f64::from(shots.max(1))).floor() as usize;
     let bg = BACKGROUNDS[shot % BACKGROUNDS.len()];
     let (w, h) = (f64::from(width), f64::from(height));
@@ -28,11 +22,7 @@ pub fn sample_frame(width: u32, height: u32, t: f64, seconds: f64, shots: u32) -
         let (xf, yf) = (f64::from(x), f64::from(y));
         let grain = ((x * 7 + y * 13) % 16) as u8;
         if (xf - cx).powi(2) + (yf - cy).powi(2) < r * r {
-            let stripe = if ((xf - cx) / 6.0).floor() as i64 % 2 == 0 {
-                255
-            } else {
-                200
-            };
+            let stripe = if ((xf - cx) / 6.0).floor() as i64 % 2 == 0 { 255 } else { 200 };
             Rgb([stripe, 210, 40])
         } else if xf >= sx && xf < sx + side && yf >= sy && yf < sy + side {
             Rgb([230, 60 + grain * 4, 60])
@@ -54,13 +44,7 @@ pub fn write_sample_video(
     let mut enc = VideoEncoder::create(path, width, height, fps, &EncodeOptions::default())?;
     let n = (seconds * f64::from(fps)).round() as u64;
     for i in 0..n {
-        enc.push(&sample_frame(
-            width,
-            height,
-            i as f64 / f64::from(fps),
-            seconds,
-            shots,
-        ))?;
+        enc.push(&sample_frame(width, height, i as f64 / f64::from(fps), seconds, shots))?;
     }
     enc.finish()
 }

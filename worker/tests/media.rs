@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 use worker::media::{
-    self, DecodeOptions, EncodeOptions, MediaError, MediaLimits, VideoEncoder, cut, decode,
-    decode_still, encode_jpeg, encode_png, probe,
+    self, DecodeOptions, EncodeOptions, MediaError, MediaLimits, VideoEncoder, cut, decode, decode_still, encode_jpeg,
+    encode_png, probe,
 };
 
 mod common;
@@ -43,20 +43,16 @@ const WHITE: Rgb<u8> = Rgb([240, 240, 240]);
 
 /// Four flat quadrants: red (top-left), green (top-right), blue (bottom-left), white (bottom-right).
 fn quadrants(width: u32, height: u32) -> RgbImage {
-    RgbImage::from_fn(width, height, |x, y| {
-        match (x < width / 2, y < height / 2) {
-            (true, true) => RED,
-            (false, true) => GREEN,
-            (true, false) => BLUE,
-            (false, false) => WHITE,
-        }
+    RgbImage::from_fn(width, height, |x, y| match (x < width / 2, y < height / 2) {
+        (true, true) => RED,
+        (false, true) => GREEN,
+        (true, false) => BLUE,
+        (false, false) => WHITE,
     })
 }
 
 fn close(a: Rgb<u8>, b: Rgb<u8>, tol: i32) -> bool {
-    a.0.iter()
-        .zip(b.0.iter())
-        .all(|(x, y)| (i32::from(*x) - i32::from(*y)).abs() <= tol)
+    a.0.iter().zip(b.0.iter()).all(|(x, y)| (i32::from(*x) - i32::from(*y)).abs() <= tol)
 }
 
 fn encode_quadrants(
@@ -80,10 +76,7 @@ fn limits() -> MediaLimits {
 }
 
 fn collect(path: &Path, opts: &DecodeOptions) -> Vec<media::Frame> {
-    decode(path, opts, &limits())
-        .expect("open decoder")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("decode frames")
+    decode(path, opts, &limits()).expect("open decoder").collect::<Result<Vec<_>, _>>().expect("decode frames")
 }
 
 /// First error a full decode of `path` produces (open or mid-stream).
@@ -100,10 +93,7 @@ fn decode_error(path: &Path) -> Option<MediaError> {
 fn encoder_output_passes_ffprobe_with_faststart_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("synthetic.mp4");
-    let opts = EncodeOptions {
-        metadata: vec![("comment".into(), "ai-generated".into())],
-        ..EncodeOptions::default()
-    };
+    let opts = EncodeOptions { metadata: vec![("comment".into(), "ai-generated".into())], ..EncodeOptions::default() };
     let report = encode_quadrants(&path, 320, 240, 50, 25, &opts);
     assert_eq!(report.frames, 50);
     assert!((report.duration_s - 2.0).abs() < 1e-9);
@@ -120,17 +110,11 @@ fn encoder_rejects_odd_or_mismatched_dimensions() {
     let opts = EncodeOptions::default();
     for (w, h) in [(321, 240), (320, 239), (0, 240)] {
         let err = VideoEncoder::create(&dir.path().join("odd.mp4"), w, h, 25, &opts).err();
-        assert!(
-            matches!(err, Some(MediaError::InvalidDimensions { .. })),
-            "{w}x{h}: {err:?}"
-        );
+        assert!(matches!(err, Some(MediaError::InvalidDimensions { .. })), "{w}x{h}: {err:?}");
     }
     let mut enc = VideoEncoder::create(&dir.path().join("ok.mp4"), 64, 48, 25, &opts).unwrap();
     let err = enc.push(&quadrants(32, 32)).unwrap_err();
-    assert!(
-        matches!(err, MediaError::InvalidDimensions { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, MediaError::InvalidDimensions { .. }), "{err:?}");
 }
 
 // ---------- probe ----------
@@ -144,11 +128,7 @@ fn probe_reports_known_file() {
     assert_eq!(info.codec, "h264");
     assert_eq!((info.width, info.height), (320, 240));
     assert!((info.fps - 25.0).abs() < 1e-6, "fps {}", info.fps);
-    assert!(
-        (info.duration_s - 3.0).abs() < 0.05,
-        "duration {}",
-        info.duration_s
-    );
+    assert!((info.duration_s - 3.0).abs() < 0.05, "duration {}", info.duration_s);
     assert_eq!(info.rotation, 0);
     assert_eq!(info.frame_count, Some(75));
     assert!(info.bit_rate.is_some_and(|b| b > 0));
@@ -176,15 +156,7 @@ fn make_rotated(dir: &Path, tag: u32) -> PathBuf {
         plain.to_str().unwrap(),
     ]);
     let meta = format!("rotate={tag}");
-    ffmpeg_cli(&[
-        "-i",
-        plain.to_str().unwrap(),
-        "-c",
-        "copy",
-        "-metadata:s:v:0",
-        &meta,
-        rotated.to_str().unwrap(),
-    ]);
+    ffmpeg_cli(&["-i", plain.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", &meta, rotated.to_str().unwrap()]);
     rotated
 }
 
@@ -213,9 +185,7 @@ fn rotated_input_is_reported_and_decoded_upright() {
         // autorotated rendering. FFmpeg 5.1's muxer stores the `rotate` tag as a counter-clockwise
         // matrix, so the tag value and the clockwise correction need not be equal.
         let v = ffprobe(&path);
-        let ccw = video_stream(&v)["side_data_list"][0]["rotation"]
-            .as_i64()
-            .expect("display matrix");
+        let ccw = video_stream(&v)["side_data_list"][0]["rotation"].as_i64().expect("display matrix");
         let expected_cw = (360 - ccw).rem_euclid(360) as i32;
 
         let info = probe(&path, &limits()).unwrap();
@@ -228,37 +198,17 @@ fn rotated_input_is_reported_and_decoded_upright() {
         let frames = collect(&path, &DecodeOptions::default());
         assert!(frames.len() >= 24, "{} frames", frames.len());
         let first = &frames[0].image;
-        assert_eq!(
-            first.dimensions(),
-            (240, 320),
-            "upright frames are portrait"
-        );
+        assert_eq!(first.dimensions(), (240, 320), "upright frames are portrait");
 
         let reference_png = dir.path().join(format!("ref{tag}.png"));
-        ffmpeg_cli(&[
-            "-i",
-            path.to_str().unwrap(),
-            "-frames:v",
-            "1",
-            reference_png.to_str().unwrap(),
-        ]);
+        ffmpeg_cli(&["-i", path.to_str().unwrap(), "-frames:v", "1", reference_png.to_str().unwrap()]);
         let reference = image::open(&reference_png).unwrap().to_rgb8();
         assert_eq!(reference.dimensions(), (240, 320));
-        assert_eq!(
-            red_corner(first),
-            red_corner(&reference),
-            "tag {tag}: orientation differs from ffmpeg"
-        );
+        assert_eq!(red_corner(first), red_corner(&reference), "tag {tag}: orientation differs from ffmpeg");
 
         // Downscale applies to the upright frame.
-        let small = collect(
-            &path,
-            &DecodeOptions {
-                max_side: Some(160),
-                end_s: Some(0.1),
-                ..DecodeOptions::default()
-            },
-        );
+        let small =
+            collect(&path, &DecodeOptions { max_side: Some(160), end_s: Some(0.1), ..DecodeOptions::default() });
         assert_eq!(small[0].image.dimensions(), (120, 160));
     }
     seen.sort_unstable();
@@ -271,13 +221,7 @@ fn rotated_input_is_reported_and_decoded_upright() {
 fn sampled_decode_yields_expected_count_with_increasing_pts() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_testsrc(dir.path(), "src.mp4", &[]);
-    let frames = collect(
-        &path,
-        &DecodeOptions {
-            sample_fps: Some(2.0),
-            ..DecodeOptions::default()
-        },
-    );
+    let frames = collect(&path, &DecodeOptions { sample_fps: Some(2.0), ..DecodeOptions::default() });
     assert!((5..=7).contains(&frames.len()), "{} frames", frames.len());
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f.index, i as u64);
@@ -301,17 +245,9 @@ fn decoded_pixels_match_synthetic_pattern() {
     assert_eq!(frames.len(), 25);
     for frame in [&frames[0], &frames[24]] {
         let img = &frame.image;
-        for ((x, y), want) in [
-            ((80, 60), RED),
-            ((240, 60), GREEN),
-            ((80, 180), BLUE),
-            ((240, 180), WHITE),
-        ] {
+        for ((x, y), want) in [((80, 60), RED), ((240, 60), GREEN), ((80, 180), BLUE), ((240, 180), WHITE)] {
             let got = *img.get_pixel(x, y);
-            assert!(
-                close(got, want, 24),
-                "({x},{y}): got {got:?}, want {want:?}"
-            );
+            assert!(close(got, want, 24), "({x},{y}): got {got:?}, want {want:?}");
         }
     }
     assert!((frames[24].pts_s - 24.0 / 25.0).abs() < 1e-6);
@@ -321,32 +257,15 @@ fn decoded_pixels_match_synthetic_pattern() {
 fn max_side_downscales_keeping_aspect_and_even_dims() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_testsrc(dir.path(), "src.mp4", &[]);
-    let frames = collect(
-        &path,
-        &DecodeOptions {
-            max_side: Some(100),
-            end_s: Some(0.5),
-            ..DecodeOptions::default()
-        },
-    );
+    let frames = collect(&path, &DecodeOptions { max_side: Some(100), end_s: Some(0.5), ..DecodeOptions::default() });
     let (w, h) = frames[0].image.dimensions();
     assert!(w <= 100 && h <= 100, "{w}x{h}");
     assert!(w % 2 == 0 && h % 2 == 0, "{w}x{h}");
-    assert!(
-        (f64::from(w) / f64::from(h) - 320.0 / 240.0).abs() < 0.05,
-        "{w}x{h}"
-    );
+    assert!((f64::from(w) / f64::from(h) - 320.0 / 240.0).abs() < 0.05, "{w}x{h}");
     assert_eq!(w, 100);
 
     // No upscaling when already small enough.
-    let same = collect(
-        &path,
-        &DecodeOptions {
-            max_side: Some(1000),
-            end_s: Some(0.1),
-            ..DecodeOptions::default()
-        },
-    );
+    let same = collect(&path, &DecodeOptions { max_side: Some(1000), end_s: Some(0.1), ..DecodeOptions::default() });
     assert_eq!(same[0].image.dimensions(), (320, 240));
 }
 
@@ -354,34 +273,15 @@ fn max_side_downscales_keeping_aspect_and_even_dims() {
 fn range_decode_starts_and_stops_at_requested_times() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_testsrc(dir.path(), "src.mp4", &[]);
-    let frames = collect(
-        &path,
-        &DecodeOptions {
-            start_s: 1.0,
-            end_s: Some(2.0),
-            ..DecodeOptions::default()
-        },
-    );
+    let frames = collect(&path, &DecodeOptions { start_s: 1.0, end_s: Some(2.0), ..DecodeOptions::default() });
     assert_eq!(frames.len(), 25);
     assert!((frames[0].pts_s - 1.0).abs() < 1e-6, "{}", frames[0].pts_s);
     assert!(frames.last().unwrap().pts_s < 2.0);
 
-    for (start, end) in [
-        (-1.0, None),
-        (2.0, Some(1.0)),
-        (10.0, None),
-        (f64::NAN, None),
-    ] {
-        let opts = DecodeOptions {
-            start_s: start,
-            end_s: end,
-            ..DecodeOptions::default()
-        };
+    for (start, end) in [(-1.0, None), (2.0, Some(1.0)), (10.0, None), (f64::NAN, None)] {
+        let opts = DecodeOptions { start_s: start, end_s: end, ..DecodeOptions::default() };
         let err = decode(&path, &opts, &limits()).err();
-        assert!(
-            matches!(err, Some(MediaError::InvalidRange { .. })),
-            "{start}..{end:?}: {err:?}"
-        );
+        assert!(matches!(err, Some(MediaError::InvalidRange { .. })), "{start}..{end:?}: {err:?}");
     }
 }
 
@@ -396,18 +296,10 @@ fn inputs_without_decodable_frames_are_no_frames() {
 
     // A range that contains no frame timestamp (frames are at 1.00 and 1.04).
     let path = make_testsrc(dir.path(), "src.mp4", &[]);
-    let opts = DecodeOptions {
-        start_s: 1.001,
-        end_s: Some(1.02),
-        ..DecodeOptions::default()
-    };
+    let opts = DecodeOptions { start_s: 1.001, end_s: Some(1.02), ..DecodeOptions::default() };
     let results: Vec<_> = decode(&path, &opts, &limits()).unwrap().collect();
     assert_eq!(results.len(), 1);
-    assert!(
-        matches!(results[0], Err(MediaError::NoFrames { .. })),
-        "{:?}",
-        results[0]
-    );
+    assert!(matches!(results[0], Err(MediaError::NoFrames { .. })), "{:?}", results[0]);
 }
 
 #[test]
@@ -426,66 +318,22 @@ fn cut_middle_range_resized_and_native_size() {
     let src = make_testsrc(dir.path(), "src.mp4", &[]);
 
     let dst = dir.path().join("cut.mp4");
-    let report = cut(
-        &src,
-        1.0,
-        2.0,
-        &dst,
-        Some((160, 120)),
-        &EncodeOptions::default(),
-        &limits(),
-    )
-    .unwrap();
-    assert!(
-        (24..=26).contains(&report.frames),
-        "{} frames",
-        report.frames
-    );
+    let report = cut(&src, 1.0, 2.0, &dst, Some((160, 120)), &EncodeOptions::default(), &limits()).unwrap();
+    assert!((24..=26).contains(&report.frames), "{} frames", report.frames);
     assert!((report.duration_s - 1.0).abs() <= 0.08);
     assert_valid_output(&dst, 160, 120, 1.0, 0.08);
 
     let dst2 = dir.path().join("cut_native.mp4");
-    let report = cut(
-        &src,
-        0.5,
-        1.5,
-        &dst2,
-        None,
-        &EncodeOptions::default(),
-        &limits(),
-    )
-    .unwrap();
+    let report = cut(&src, 0.5, 1.5, &dst2, None, &EncodeOptions::default(), &limits()).unwrap();
     assert!((24..=26).contains(&report.frames));
     assert_valid_output(&dst2, 320, 240, 1.0, 0.08);
     let info = probe(&dst2, &limits()).unwrap();
     assert!((info.fps - 25.0).abs() < 1e-6);
 
-    let bad = cut(
-        &src,
-        2.0,
-        1.0,
-        &dir.path().join("bad.mp4"),
-        None,
-        &EncodeOptions::default(),
-        &limits(),
-    );
-    assert!(
-        matches!(bad, Err(MediaError::InvalidRange { .. })),
-        "{bad:?}"
-    );
-    let odd = cut(
-        &src,
-        0.0,
-        1.0,
-        &dir.path().join("odd.mp4"),
-        Some((161, 120)),
-        &EncodeOptions::default(),
-        &limits(),
-    );
-    assert!(
-        matches!(odd, Err(MediaError::InvalidDimensions { .. })),
-        "{odd:?}"
-    );
+    let bad = cut(&src, 2.0, 1.0, &dir.path().join("bad.mp4"), None, &EncodeOptions::default(), &limits());
+    assert!(matches!(bad, Err(MediaError::InvalidRange { .. })), "{bad:?}");
+    let odd = cut(&src, 0.0, 1.0, &dir.path().join("odd.mp4"), Some((161, 120)), &EncodeOptions::default(), &limits());
+    assert!(matches!(odd, Err(MediaError::InvalidDimensions { .. })), "{odd:?}");
 }
 
 // ---------- errors ----------
@@ -495,44 +343,25 @@ fn non_media_inputs_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
 
     let random = dir.path().join("random.mp4");
-    let bytes: Vec<u8> = (0..64 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(&random, bytes).unwrap();
     let err = probe(&random, &limits()).unwrap_err();
     assert!(matches!(err, MediaError::NotMedia { .. }), "{err:?}");
     assert!(err.to_string().contains("random.mp4"), "{err}");
-    assert!(matches!(
-        decode_error(&random),
-        Some(MediaError::NotMedia { .. })
-    ));
+    assert!(matches!(decode_error(&random), Some(MediaError::NotMedia { .. })));
 
     let empty = dir.path().join("empty.mp4");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(
-        probe(&empty, &limits()),
-        Err(MediaError::NotMedia { .. })
-    ));
+    assert!(matches!(probe(&empty, &limits()), Err(MediaError::NotMedia { .. })));
 
     let missing = dir.path().join("missing.mp4");
     assert!(matches!(probe(&missing, &limits()), Err(MediaError::Io(_))));
 
     let audio = dir.path().join("sine.m4a");
-    ffmpeg_cli(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:duration=1",
-        "-c:a",
-        "aac",
-        audio.to_str().unwrap(),
-    ]);
+    ffmpeg_cli(&["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", audio.to_str().unwrap()]);
     let err = probe(&audio, &limits()).unwrap_err();
     assert!(matches!(err, MediaError::NoVideoStream { .. }), "{err:?}");
-    assert!(matches!(
-        decode_error(&audio),
-        Some(MediaError::NoVideoStream { .. })
-    ));
+    assert!(matches!(decode_error(&audio), Some(MediaError::NoVideoStream { .. })));
 }
 
 #[test]
@@ -556,10 +385,7 @@ fn truncated_mp4s_are_typed_errors() {
     std::fs::write(&half, &data[..data.len() / 2]).unwrap();
     let err = probe(&half, &limits()).unwrap_err();
     assert!(matches!(err, MediaError::NotMedia { .. }), "{err:?}");
-    assert!(matches!(
-        decode_error(&half),
-        Some(MediaError::NotMedia { .. })
-    ));
+    assert!(matches!(decode_error(&half), Some(MediaError::NotMedia { .. })));
 }
 
 #[test]
@@ -567,66 +393,23 @@ fn limits_are_enforced_before_decoding() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_testsrc(dir.path(), "src.mp4", &[]);
 
-    let short = MediaLimits {
-        max_duration_s: 1.0,
-        ..limits()
-    };
+    let short = MediaLimits { max_duration_s: 1.0, ..limits() };
     let err = probe(&path, &short).unwrap_err();
-    assert!(
-        matches!(err, MediaError::TooLong { limit_s, .. } if limit_s == 1.0),
-        "{err:?}"
-    );
-    assert!(matches!(
-        decode(&path, &DecodeOptions::default(), &short),
-        Err(MediaError::TooLong { .. })
-    ));
+    assert!(matches!(err, MediaError::TooLong { limit_s, .. } if limit_s == 1.0), "{err:?}");
+    assert!(matches!(decode(&path, &DecodeOptions::default(), &short), Err(MediaError::TooLong { .. })));
 
-    let tiny = MediaLimits {
-        max_pixels: 320 * 240 - 1,
-        ..limits()
-    };
+    let tiny = MediaLimits { max_pixels: 320 * 240 - 1, ..limits() };
     let err = probe(&path, &tiny).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            MediaError::TooManyPixels {
-                width: 320,
-                height: 240,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(matches!(
-        decode(&path, &DecodeOptions::default(), &tiny),
-        Err(MediaError::TooManyPixels { .. })
-    ));
+    assert!(matches!(err, MediaError::TooManyPixels { width: 320, height: 240, .. }), "{err:?}");
+    assert!(matches!(decode(&path, &DecodeOptions::default(), &tiny), Err(MediaError::TooManyPixels { .. })));
 
-    let small_file = MediaLimits {
-        max_file_bytes: 1000,
-        ..limits()
-    };
-    assert!(matches!(
-        probe(&path, &small_file),
-        Err(MediaError::FileTooLarge { .. })
-    ));
+    let small_file = MediaLimits { max_file_bytes: 1000, ..limits() };
+    assert!(matches!(probe(&path, &small_file), Err(MediaError::FileTooLarge { .. })));
 
-    let few_frames = MediaLimits {
-        max_decoded_frames: 10,
-        ..limits()
-    };
-    let results: Vec<_> = decode(&path, &DecodeOptions::default(), &few_frames)
-        .unwrap()
-        .collect();
-    assert_eq!(
-        results.len(),
-        11,
-        "10 frames then the error, then the iterator ends"
-    );
-    assert!(matches!(
-        results.last(),
-        Some(Err(MediaError::TooManyFrames { limit: 10, .. }))
-    ));
+    let few_frames = MediaLimits { max_decoded_frames: 10, ..limits() };
+    let results: Vec<_> = decode(&path, &DecodeOptions::default(), &few_frames).unwrap().collect();
+    assert_eq!(results.len(), 11, "10 frames then the error, then the iterator ends");
+    assert!(matches!(results.last(), Some(Err(MediaError::TooManyFrames { limit: 10, .. }))));
 }
 
 // ---------- stills ----------
@@ -645,18 +428,9 @@ fn still_round_trips() {
     assert!(close(*back.get_pixel(16, 12), RED, 24));
     assert!(close(*back.get_pixel(48, 36), WHITE, 24));
 
-    assert!(matches!(
-        encode_jpeg(&img, 0),
-        Err(MediaError::Encode { .. })
-    ));
-    assert!(matches!(
-        decode_still(b"definitely not an image", &limits()),
-        Err(MediaError::InvalidStill { .. })
-    ));
-    assert!(matches!(
-        decode_still(&png[..png.len() / 2], &limits()),
-        Err(MediaError::InvalidStill { .. })
-    ));
+    assert!(matches!(encode_jpeg(&img, 0), Err(MediaError::Encode { .. })));
+    assert!(matches!(decode_still(b"definitely not an image", &limits()), Err(MediaError::InvalidStill { .. })));
+    assert!(matches!(decode_still(&png[..png.len() / 2], &limits()), Err(MediaError::InvalidStill { .. })));
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
@@ -664,11 +438,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -686,36 +456,17 @@ fn still_bombs_are_rejected_from_the_header() {
     let crc = crc32(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     let err = decode_still(&png, &limits()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            MediaError::TooManyPixels {
-                width: 60_000,
-                height: 60_000,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, MediaError::TooManyPixels { width: 60_000, height: 60_000, .. }), "{err:?}");
 
     // JPEG: rewrite the SOF0 frame header to claim 65500x65500.
     let mut jpeg = encode_jpeg(&img, 80).unwrap();
-    let sof = jpeg
-        .windows(2)
-        .position(|w| w == [0xFF, 0xC0])
-        .expect("SOF0");
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
     jpeg[sof + 5..sof + 7].copy_from_slice(&65_500u16.to_be_bytes());
     jpeg[sof + 7..sof + 9].copy_from_slice(&65_500u16.to_be_bytes());
     let err = decode_still(&jpeg, &limits()).unwrap_err();
     assert!(matches!(err, MediaError::TooManyPixels { .. }), "{err:?}");
 
     // A real image just over a low limit.
-    let low = MediaLimits {
-        max_pixels: 255,
-        ..limits()
-    };
-    assert!(matches!(
-        decode_still(&encode_png(&img).unwrap(), &low),
-        Err(MediaError::TooManyPixels { .. })
-    ));
+    let low = MediaLimits { max_pixels: 255, ..limits() };
+    assert!(matches!(decode_still(&encode_png(&img).unwrap(), &low), Err(MediaError::TooManyPixels { .. })));
 }

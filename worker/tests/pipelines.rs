@@ -15,22 +15,11 @@ mod common;
 use common::*;
 
 fn ctx(dir: &Path) -> JobContext {
-    JobContext::new(
-        dir.to_owned(),
-        MediaLimits::default(),
-        Arc::new(NoProgress),
-        Arc::new(AtomicBool::new(false)),
-    )
+    JobContext::new(dir.to_owned(), MediaLimits::default(), Arc::new(NoProgress), Arc::new(AtomicBool::new(false)))
 }
 
 fn parse(v: serde_json::Value) -> Job {
-    Job::from_json(
-        v.to_string().as_bytes(),
-        &ValidationContext {
-            allow_local_media: true,
-        },
-    )
-    .unwrap()
+    Job::from_json(v.to_string().as_bytes(), &ValidationContext { allow_local_media: true }).unwrap()
 }
 
 fn edit_job(src: &Path, options: serde_json::Value) -> EditJob {
@@ -49,12 +38,9 @@ fn create_job(src: &Path, mode: &str) -> CreateJob {
         "frames": 10, "fps": 10, "size": { "width": 96, "height": 64 }
     });
     if mode != "generate" {
-        v["conditioning"] =
-            json!({ "source": format!("file://{}", src.display()), "start_s": 0.5, "end_s": 1.5 });
+        v["conditioning"] = json!({ "source": format!("file://{}", src.display()), "start_s": 0.5, "end_s": 1.5 });
     }
-    let Job::Create(j) = parse(v) else {
-        unreachable!()
-    };
+    let Job::Create(j) = parse(v) else { unreachable!() };
     j
 }
 
@@ -69,11 +55,7 @@ fn edit_cuts_clips_and_a_thumbnail() {
     );
     let mut c = ctx(dir.path());
     let out = EditPipeline::default().run(&job, &src, &mut c).unwrap();
-    let clips: Vec<_> = out
-        .artifacts
-        .iter()
-        .filter(|a| a.kind == OutputKind::Clip)
-        .collect();
+    let clips: Vec<_> = out.artifacts.iter().filter(|a| a.kind == OutputKind::Clip).collect();
     assert_eq!(clips.len(), 2);
     for clip in &clips {
         let (s, e) = (clip.start_s.unwrap(), clip.end_s.unwrap());
@@ -81,11 +63,7 @@ fn edit_cuts_clips_and_a_thumbnail() {
         assert_valid_output(&clip.path, 160, 90, 3.0, 0.1);
     }
     assert!(clips[0].end_s.unwrap() <= clips[1].start_s.unwrap());
-    let thumb = out
-        .artifacts
-        .iter()
-        .find(|a| a.kind == OutputKind::Thumbnail)
-        .unwrap();
+    let thumb = out.artifacts.iter().find(|a| a.kind == OutputKind::Thumbnail).unwrap();
     let v = ffprobe(&thumb.path);
     assert_eq!(video_stream(&v)["codec_name"], "mjpeg");
     assert_eq!(video_stream(&v)["width"], 160);
@@ -99,14 +77,8 @@ fn video_shorter_than_a_clip_gives_one_whole_clip() {
     let src = dir.path().join("short.mp4");
     worker::samples::write_sample_video(&src, 1.2, 25, 128, 72, 1).unwrap();
     let job = edit_job(&src, json!({ "clips": 3, "clip_seconds_min": 2.0 }));
-    let out = EditPipeline::default()
-        .run(&job, &src, &mut ctx(dir.path()))
-        .unwrap();
-    let clips: Vec<_> = out
-        .artifacts
-        .iter()
-        .filter(|a| a.kind == OutputKind::Clip)
-        .collect();
+    let out = EditPipeline::default().run(&job, &src, &mut ctx(dir.path())).unwrap();
+    let clips: Vec<_> = out.artifacts.iter().filter(|a| a.kind == OutputKind::Clip).collect();
     assert_eq!(clips.len(), 1);
     assert_valid_output(&clips[0].path, 128, 72, 1.2, 0.1);
 }
@@ -115,17 +87,9 @@ fn video_shorter_than_a_clip_gives_one_whole_clip() {
 fn bad_media_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("noise.mp4");
-    std::fs::write(
-        &src,
-        (0..50_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    std::fs::write(&src, (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
     let job = edit_job(&src, json!({}));
-    let err = EditPipeline::default()
-        .run(&job, &src, &mut ctx(dir.path()))
-        .unwrap_err();
+    let err = EditPipeline::default().run(&job, &src, &mut ctx(dir.path())).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidMedia, "{err}");
     assert!(!err.is_transient());
 }
@@ -136,9 +100,7 @@ fn generated_thumbnails_need_the_diffusion_model() {
     let src = dir.path().join("src.mp4");
     worker::samples::write_sample_video(&src, 1.0, 10, 64, 64, 1).unwrap();
     let job = edit_job(&src, json!({ "thumbnail": "generate" }));
-    let err = EditPipeline::default()
-        .run(&job, &src, &mut ctx(dir.path()))
-        .unwrap_err();
+    let err = EditPipeline::default().run(&job, &src, &mut ctx(dir.path())).unwrap_err();
     assert!(matches!(err, PipelineError::Unsupported(_)), "{err}");
 }
 
@@ -149,21 +111,11 @@ fn create_predicts_and_interpolates_from_conditioning() {
     worker::samples::write_sample_video(&src, 3.0, 25, 192, 128, 1).unwrap();
     for mode in ["predict", "interpolate"] {
         let job = create_job(&src, mode);
-        let out = CreatePipeline::default()
-            .run(&job, Some(&src), &mut ctx(dir.path()))
-            .unwrap();
-        let video = out
-            .artifacts
-            .iter()
-            .find(|a| a.kind == OutputKind::Video)
-            .unwrap();
+        let out = CreatePipeline::default().run(&job, Some(&src), &mut ctx(dir.path())).unwrap();
+        let video = out.artifacts.iter().find(|a| a.kind == OutputKind::Video).unwrap();
         let v = assert_valid_output(&video.path, 96, 64, 1.0, 0.15);
         assert_eq!(video_stream(&v)["nb_frames"], "10", "{mode}");
-        assert!(
-            out.artifacts
-                .iter()
-                .any(|a| a.kind == OutputKind::Thumbnail)
-        );
+        assert!(out.artifacts.iter().any(|a| a.kind == OutputKind::Thumbnail));
         assert!(out.models[0].id.starts_with("baseline-linear"));
     }
 }
@@ -172,9 +124,7 @@ fn create_predicts_and_interpolates_from_conditioning() {
 fn create_generate_needs_mcvd() {
     let dir = tempfile::tempdir().unwrap();
     let job = create_job(dir.path(), "generate");
-    let err = CreatePipeline::default()
-        .run(&job, None, &mut ctx(dir.path()))
-        .unwrap_err();
+    let err = CreatePipeline::default().run(&job, None, &mut ctx(dir.path())).unwrap_err();
     assert!(matches!(err, PipelineError::Unsupported(_)), "{err}");
 }
 

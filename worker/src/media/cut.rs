@@ -27,12 +27,7 @@ pub fn cut(
             reason: "cut output needs non-zero even width and height".into(),
         });
     }
-    let decode_opts = DecodeOptions {
-        sample_fps: None,
-        start_s,
-        end_s: Some(end_s),
-        max_side: None,
-    };
+    let decode_opts = DecodeOptions { sample_fps: None, start_s, end_s: Some(end_s), max_side: None };
     let mut frames = decode(src, &decode_opts, limits)?;
     let info = frames.info().clone();
     let out_size = size.unwrap_or_else(|| {
@@ -53,17 +48,13 @@ pub fn cut(
         let frame = frame?;
         let enc = match encoder.as_mut() {
             Some(enc) => enc,
-            None => encoder.insert(VideoEncoder::create(
-                dst, out_size.0, out_size.1, fps, opts,
-            )?),
+            None => encoder.insert(VideoEncoder::create(dst, out_size.0, out_size.1, fps, opts)?),
         };
         enc.push(&frame.image)?;
     }
     match encoder {
         Some(enc) => enc.finish(),
         // decode reports NoFrames itself; this is only reachable if it ever stops doing so.
-        None => Err(MediaError::NoFrames {
-            path: src.to_path_buf(),
-        }),
+        None => Err(MediaError::NoFrames { path: src.to_path_buf() }),
     }
 }

@@ -27,12 +27,7 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self {
-            sample_fps: None,
-            start_s: 0.0,
-            end_s: None,
-            max_side: None,
-        }
+        Self { sample_fps: None, start_s: 0.0, end_s: None, max_side: None }
     }
 }
 
@@ -78,52 +73,30 @@ pub struct FrameDecoder {
 
 /// Open `path` for streaming decode. Limits (file size, pixels, duration) and the range are
 /// checked here, before any frame is decoded; `max_decoded_frames` is enforced while iterating.
-pub fn decode(
-    path: &Path,
-    opts: &DecodeOptions,
-    limits: &MediaLimits,
-) -> Result<FrameDecoder, MediaError> {
+pub fn decode(path: &Path, opts: &DecodeOptions, limits: &MediaLimits) -> Result<FrameDecoder, MediaError> {
     validate_options(opts)?;
-    let OpenedVideo {
-        mut input,
-        stream_index,
-        info,
-        time_base_s,
-        start_ts,
-    } = open_video(path, limits)?;
+    let OpenedVideo { mut input, stream_index, info, time_base_s, start_ts } = open_video(path, limits)?;
 
     if info.duration_s > 0.0 && opts.start_s >= info.duration_s {
         return Err(MediaError::InvalidRange {
             start_s: opts.start_s,
             end_s: opts.end_s,
-            reason: format!(
-                "starts at or after the end of the video ({:.3}s)",
-                info.duration_s
-            ),
+            reason: format!("starts at or after the end of the video ({:.3}s)", info.duration_s),
         });
     }
 
-    let corrupt = |reason: String| MediaError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let corrupt = |reason: String| MediaError::Corrupt { path: path.to_path_buf(), reason };
     let params = input
         .stream(stream_index)
         .map(|s| s.parameters())
-        .ok_or_else(|| MediaError::NoVideoStream {
-            path: path.to_path_buf(),
-        })?;
-    let mut ctx =
-        ffmpeg::codec::Context::from_parameters(params).map_err(|e| corrupt(e.to_string()))?;
+        .ok_or_else(|| MediaError::NoVideoStream { path: path.to_path_buf() })?;
+    let mut ctx = ffmpeg::codec::Context::from_parameters(params).map_err(|e| corrupt(e.to_string()))?;
     ctx.set_threading(ffmpeg::threading::Config {
         kind: ffmpeg::threading::Type::Frame,
         count: 0,
         ..Default::default()
     });
-    let decoder = ctx
-        .decoder()
-        .video()
-        .map_err(|e| corrupt(format!("cannot open decoder: {e}")))?;
+    let decoder = ctx.decoder().video().map_err(|e| corrupt(format!("cannot open decoder: {e}")))?;
 
     if opts.start_s > 0.0 {
         // Seek to the keyframe at or before start; frames before start are dropped while decoding.
@@ -176,11 +149,7 @@ fn validate_options(opts: &DecodeOptions) -> Result<(), MediaError> {
         return Err(bad("sample_fps must be finite and > 0"));
     }
     if opts.max_side == Some(0) {
-        return Err(MediaError::InvalidDimensions {
-            width: 0,
-            height: 0,
-            reason: "max_side must be > 0".into(),
-        });
+        return Err(MediaError::InvalidDimensions { width: 0, height: 0, reason: "max_side must be > 0".into() });
     }
     Ok(())
 }
@@ -197,10 +166,7 @@ impl FrameDecoder {
     }
 
     fn corrupt(&self, reason: impl Into<String>) -> MediaError {
-        MediaError::Corrupt {
-            path: self.path.clone(),
-            reason: reason.into(),
-        }
+        MediaError::Corrupt { path: self.path.clone(), reason: reason.into() }
     }
 
     /// Feed the decoder one more packet of our stream (or EOF). Returns Ok(false) when nothing
@@ -217,10 +183,7 @@ impl FrameDecoder {
                         continue;
                     }
                     if packet.is_corrupt() {
-                        return Err(self.corrupt(format!(
-                            "truncated or damaged packet at pts {:?}",
-                            packet.pts()
-                        )));
+                        return Err(self.corrupt(format!("truncated or damaged packet at pts {:?}", packet.pts())));
                     }
                     return match self.decoder.send_packet(&packet) {
                         Ok(()) => Ok(true),
@@ -258,9 +221,7 @@ impl FrameDecoder {
     /// Normal end of iteration; a decode that emitted nothing is an error.
     fn end_of_output(&self) -> Result<Option<Frame>, MediaError> {
         if self.frames_emitted == 0 {
-            return Err(MediaError::NoFrames {
-                path: self.path.clone(),
-            });
+            return Err(MediaError::NoFrames { path: self.path.clone() });
         }
         Ok(None)
     }
@@ -272,10 +233,7 @@ impl FrameDecoder {
             }
             self.frames_decoded += 1;
             if self.frames_decoded > self.max_decoded_frames {
-                return Err(MediaError::TooManyFrames {
-                    path: self.path.clone(),
-                    limit: self.max_decoded_frames,
-                });
+                return Err(MediaError::TooManyFrames { path: self.path.clone(), limit: self.max_decoded_frames });
             }
 
             let Some(ts) = self.decoded.timestamp().or(self.decoded.pts()) else {
@@ -300,11 +258,7 @@ impl FrameDecoder {
             }
 
             let image = self.convert()?;
-            let frame = Frame {
-                index: self.frames_emitted,
-                pts_s,
-                image,
-            };
+            let frame = Frame { index: self.frames_emitted, pts_s, image };
             self.frames_emitted += 1;
             return Ok(Some(frame));
         }
@@ -312,11 +266,7 @@ impl FrameDecoder {
 
     /// Convert `self.decoded` to an upright RGB image of the requested size.
     fn convert(&mut self) -> Result<RgbImage, MediaError> {
-        let (src_w, src_h, src_fmt) = (
-            self.decoded.width(),
-            self.decoded.height(),
-            self.decoded.format(),
-        );
+        let (src_w, src_h, src_fmt) = (self.decoded.width(), self.decoded.height(), self.decoded.format());
         if src_w == 0 || src_h == 0 {
             return Err(self.corrupt("decoded frame has no dimensions"));
         }
@@ -330,24 +280,12 @@ impl FrameDecoder {
 
         let stale = self.scaler.as_ref().is_none_or(|Scaler(s)| {
             let (i, o) = (s.input(), s.output());
-            (i.format, i.width, i.height, o.width, o.height)
-                != (src_fmt, src_w, src_h, dst_w, dst_h)
+            (i.format, i.width, i.height, o.width, o.height) != (src_fmt, src_w, src_h, dst_w, dst_h)
         });
         if stale {
-            let ctx = scaling::Context::get(
-                src_fmt,
-                src_w,
-                src_h,
-                Pixel::RGB24,
-                dst_w,
-                dst_h,
-                scaling::Flags::BILINEAR,
-            )
-            .map_err(|e| {
-                self.corrupt(format!(
-                    "cannot convert {src_fmt:?} {src_w}x{src_h} to RGB: {e}"
-                ))
-            })?;
+            let ctx =
+                scaling::Context::get(src_fmt, src_w, src_h, Pixel::RGB24, dst_w, dst_h, scaling::Flags::BILINEAR)
+                    .map_err(|e| self.corrupt(format!("cannot convert {src_fmt:?} {src_w}x{src_h} to RGB: {e}")))?;
             self.scaler = Some(Scaler(ctx));
         }
         let Some(Scaler(scaler)) = self.scaler.as_mut() else {
@@ -357,8 +295,7 @@ impl FrameDecoder {
             return Err(self.corrupt(format!("pixel conversion failed: {e}")));
         }
 
-        let image = rgb_frame_to_image(&self.rgb, dst_w, dst_h)
-            .ok_or_else(|| self.corrupt("bad RGB frame layout"))?;
+        let image = rgb_frame_to_image(&self.rgb, dst_w, dst_h).ok_or_else(|| self.corrupt("bad RGB frame layout"))?;
         Ok(match self.info.rotation {
             90 => image::imageops::rotate90(&image),
             180 => image::imageops::rotate180(&image),

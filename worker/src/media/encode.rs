@@ -24,11 +24,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self {
-            crf: 20,
-            preset: "veryfast".into(),
-            metadata: Vec::new(),
-        }
+        Self { crf: 20, preset: "veryfast".into(), metadata: Vec::new() }
     }
 }
 
@@ -68,13 +64,7 @@ pub struct VideoEncoder {
 impl VideoEncoder {
     /// Create `path` (always MP4, whatever the extension) for `width`x`height` frames at `fps`.
     /// Dimensions must be even and non-zero (yuv420p).
-    pub fn create(
-        path: &Path,
-        width: u32,
-        height: u32,
-        fps: u32,
-        opts: &EncodeOptions,
-    ) -> Result<Self, MediaError> {
+    pub fn create(path: &Path, width: u32, height: u32, fps: u32, opts: &EncodeOptions) -> Result<Self, MediaError> {
         init();
         if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(MediaError::InvalidDimensions {
@@ -84,32 +74,19 @@ impl VideoEncoder {
             });
         }
         if i32::try_from(width).is_err() || i32::try_from(height).is_err() {
-            return Err(MediaError::InvalidDimensions {
-                width,
-                height,
-                reason: "dimensions too large".into(),
-            });
+            return Err(MediaError::InvalidDimensions { width, height, reason: "dimensions too large".into() });
         }
-        let fail = |reason: String| MediaError::Encode {
-            target: path.display().to_string(),
-            reason,
-        };
-        let fps_i = i32::try_from(fps)
-            .ok()
-            .filter(|&f| f > 0)
-            .ok_or_else(|| fail(format!("invalid fps {fps}")))?;
+        let fail = |reason: String| MediaError::Encode { target: path.display().to_string(), reason };
+        let fps_i = i32::try_from(fps).ok().filter(|&f| f > 0).ok_or_else(|| fail(format!("invalid fps {fps}")))?;
         if opts.crf > 51 {
             return Err(fail(format!("crf {} out of range 0..=51", opts.crf)));
         }
 
-        let mut output = ffmpeg::format::output_as(path, "mp4")
-            .map_err(|e| fail(format!("cannot create output: {e}")))?;
-        let codec = ffmpeg::encoder::find_by_name("libx264")
-            .ok_or_else(|| fail("libx264 encoder not available".into()))?;
-        let global_header = output
-            .format()
-            .flags()
-            .contains(ffmpeg::format::Flags::GLOBAL_HEADER);
+        let mut output =
+            ffmpeg::format::output_as(path, "mp4").map_err(|e| fail(format!("cannot create output: {e}")))?;
+        let codec =
+            ffmpeg::encoder::find_by_name("libx264").ok_or_else(|| fail("libx264 encoder not available".into()))?;
+        let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
 
         let encoder_time_base = Rational::new(1, fps_i);
         let mut enc = ffmpeg::codec::Context::new_with_codec(codec)
@@ -127,17 +104,12 @@ impl VideoEncoder {
         let mut x264_opts = Dictionary::new();
         x264_opts.set("crf", &opts.crf.to_string());
         x264_opts.set("preset", &opts.preset);
-        let encoder = enc.open_with(x264_opts).map_err(|e| {
-            fail(format!(
-                "cannot open libx264 (preset {:?}): {e}",
-                opts.preset
-            ))
-        })?;
+        let encoder = enc
+            .open_with(x264_opts)
+            .map_err(|e| fail(format!("cannot open libx264 (preset {:?}): {e}", opts.preset)))?;
 
         {
-            let mut stream = output
-                .add_stream(codec)
-                .map_err(|e| fail(format!("cannot add stream: {e}")))?;
+            let mut stream = output.add_stream(codec).map_err(|e| fail(format!("cannot add stream: {e}")))?;
             stream.set_parameters(&encoder);
             stream.set_time_base(encoder_time_base);
             stream.set_avg_frame_rate(Rational::new(fps_i, 1));
@@ -151,25 +123,14 @@ impl VideoEncoder {
         }
         let mut mux_opts = Dictionary::new();
         mux_opts.set("movflags", "+faststart");
-        output
-            .write_header_with(mux_opts)
-            .map_err(|e| fail(format!("cannot write header: {e}")))?;
+        output.write_header_with(mux_opts).map_err(|e| fail(format!("cannot write header: {e}")))?;
         // The MP4 muxer picks its own time base during write_header.
-        let stream_time_base = output
-            .stream(0)
-            .map(|s| s.time_base())
-            .ok_or_else(|| fail("output stream vanished".into()))?;
+        let stream_time_base =
+            output.stream(0).map(|s| s.time_base()).ok_or_else(|| fail("output stream vanished".into()))?;
 
-        let scaler = scaling::Context::get(
-            Pixel::RGB24,
-            width,
-            height,
-            Pixel::YUV420P,
-            width,
-            height,
-            scaling::Flags::BILINEAR,
-        )
-        .map_err(|e| fail(format!("cannot create RGB->YUV converter: {e}")))?;
+        let scaler =
+            scaling::Context::get(Pixel::RGB24, width, height, Pixel::YUV420P, width, height, scaling::Flags::BILINEAR)
+                .map_err(|e| fail(format!("cannot create RGB->YUV converter: {e}")))?;
 
         Ok(Self {
             path: path.to_path_buf(),
@@ -188,10 +149,7 @@ impl VideoEncoder {
     }
 
     fn fail(&self, reason: impl Into<String>) -> MediaError {
-        MediaError::Encode {
-            target: self.path.display().to_string(),
-            reason: reason.into(),
-        }
+        MediaError::Encode { target: self.path.display().to_string(), reason: reason.into() }
     }
 
     /// Encode one frame; it must match the size given to [`VideoEncoder::create`].
@@ -259,11 +217,7 @@ impl VideoEncoder {
             return Err(self.fail(format!("cannot write trailer: {e}")));
         }
         let bytes = std::fs::metadata(&self.path)?.len();
-        let report = EncodeReport {
-            frames: self.frames,
-            duration_s: self.frames as f64 / f64::from(self.fps),
-            bytes,
-        };
+        let report = EncodeReport { frames: self.frames, duration_s: self.frames as f64 / f64::from(self.fps), bytes };
         tracing::debug!(path = %self.path.display(), ?report, "encoded video");
         Ok(report)
     }

@@ -24,28 +24,15 @@ pub enum MediaError {
 
     /// The media is longer than `MediaLimits::max_duration_s`.
     #[error("{path}: duration {duration_s:.3}s exceeds the limit of {limit_s:.3}s", path = path.display())]
-    TooLong {
-        path: PathBuf,
-        duration_s: f64,
-        limit_s: f64,
-    },
+    TooLong { path: PathBuf, duration_s: f64, limit_s: f64 },
 
     /// Width x height is above `MediaLimits::max_pixels`. `what` names the file or says "still image".
     #[error("{what}: {width}x{height} exceeds the pixel limit of {limit}")]
-    TooManyPixels {
-        what: String,
-        width: u32,
-        height: u32,
-        limit: u64,
-    },
+    TooManyPixels { what: String, width: u32, height: u32, limit: u64 },
 
     /// The file is bigger than `MediaLimits::max_file_bytes`.
     #[error("{path}: {bytes} bytes exceeds the file size limit of {limit}", path = path.display())]
-    FileTooLarge {
-        path: PathBuf,
-        bytes: u64,
-        limit: u64,
-    },
+    FileTooLarge { path: PathBuf, bytes: u64, limit: u64 },
 
     /// More frames were decoded than `MediaLimits::max_decoded_frames` allows.
     #[error("{path}: more than {limit} frames decoded", path = path.display())]
@@ -53,19 +40,11 @@ pub enum MediaError {
 
     /// A time range (or sample rate) is unusable: negative, empty, not finite or past the end.
     #[error("invalid range [{start_s}, {end_s:?}): {reason}")]
-    InvalidRange {
-        start_s: f64,
-        end_s: Option<f64>,
-        reason: String,
-    },
+    InvalidRange { start_s: f64, end_s: Option<f64>, reason: String },
 
     /// Frame or output dimensions are unusable (odd for yuv420p, zero, or a size mismatch).
     #[error("invalid dimensions {width}x{height}: {reason}")]
-    InvalidDimensions {
-        width: u32,
-        height: u32,
-        reason: String,
-    },
+    InvalidDimensions { width: u32, height: u32, reason: String },
 
     /// Encoding or muxing failed. `target` is the output path or "jpeg"/"png".
     #[error("{target}: encode failed: {reason}")]

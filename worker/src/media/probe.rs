@@ -32,11 +32,7 @@ pub struct ProbeInfo {
 impl ProbeInfo {
     /// Upright (width, height): swapped when `rotation` is 90 or 270.
     pub fn display_size(&self) -> (u32, u32) {
-        if self.rotation % 180 == 0 {
-            (self.width, self.height)
-        } else {
-            (self.height, self.width)
-        }
+        if self.rotation % 180 == 0 { (self.width, self.height) } else { (self.height, self.width) }
     }
 }
 
@@ -61,54 +57,33 @@ pub(crate) fn open_video(path: &Path, limits: &MediaLimits) -> Result<OpenedVide
     let owned = || path.to_path_buf();
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(MediaError::NotMedia {
-            path: owned(),
-            reason: "not a regular file".into(),
-        });
+        return Err(MediaError::NotMedia { path: owned(), reason: "not a regular file".into() });
     }
     if meta.len() > limits.max_file_bytes {
-        return Err(MediaError::FileTooLarge {
-            path: owned(),
-            bytes: meta.len(),
-            limit: limits.max_file_bytes,
-        });
+        return Err(MediaError::FileTooLarge { path: owned(), bytes: meta.len(), limit: limits.max_file_bytes });
     }
     if meta.len() == 0 {
-        return Err(MediaError::NotMedia {
-            path: owned(),
-            reason: "empty file".into(),
-        });
+        return Err(MediaError::NotMedia { path: owned(), reason: "empty file".into() });
     }
 
-    let input = ffmpeg::format::input(path).map_err(|e| MediaError::NotMedia {
-        path: owned(),
-        reason: e.to_string(),
-    })?;
-    let stream_index =
-        pick_video_stream(&input).ok_or_else(|| MediaError::NoVideoStream { path: owned() })?;
-    let stream = input
-        .stream(stream_index)
-        .ok_or_else(|| MediaError::NoVideoStream { path: owned() })?;
+    let input =
+        ffmpeg::format::input(path).map_err(|e| MediaError::NotMedia { path: owned(), reason: e.to_string() })?;
+    let stream_index = pick_video_stream(&input).ok_or_else(|| MediaError::NoVideoStream { path: owned() })?;
+    let stream = input.stream(stream_index).ok_or_else(|| MediaError::NoVideoStream { path: owned() })?;
 
     let params = stream.parameters();
     let codec_id = params.id();
-    let decoder = ffmpeg::codec::Context::from_parameters(params)
-        .and_then(|ctx| ctx.decoder().video())
-        .map_err(|e| MediaError::NotMedia {
-            path: owned(),
-            reason: format!("cannot open a {} decoder: {e}", codec_id.name()),
+    let decoder =
+        ffmpeg::codec::Context::from_parameters(params).and_then(|ctx| ctx.decoder().video()).map_err(|e| {
+            MediaError::NotMedia { path: owned(), reason: format!("cannot open a {} decoder: {e}", codec_id.name()) }
         })?;
     let (width, height) = (decoder.width(), decoder.height());
     if width == 0 || height == 0 {
-        return Err(MediaError::NotMedia {
-            path: owned(),
-            reason: "video stream has no dimensions".into(),
-        });
+        return Err(MediaError::NotMedia { path: owned(), reason: "video stream has no dimensions".into() });
     }
 
     let time_base = stream.time_base();
-    let time_base_s =
-        rational_to_f64(time_base.numerator(), time_base.denominator()).unwrap_or(0.0);
+    let time_base_s = rational_to_f64(time_base.numerator(), time_base.denominator()).unwrap_or(0.0);
     let start_ts = match stream.start_time() {
         ts if ts == ffmpeg::ffi::AV_NOPTS_VALUE => 0,
         ts => ts,
@@ -150,13 +125,7 @@ pub(crate) fn open_video(path: &Path, limits: &MediaLimits) -> Result<OpenedVide
     check_limits(path, &info, limits)?;
 
     tracing::debug!(path = %path.display(), ?info, "probed video");
-    Ok(OpenedVideo {
-        input,
-        stream_index,
-        info,
-        time_base_s,
-        start_ts,
-    })
+    Ok(OpenedVideo { input, stream_index, info, time_base_s, start_ts })
 }
 
 fn check_limits(path: &Path, info: &ProbeInfo, limits: &MediaLimits) -> Result<(), MediaError> {
@@ -182,8 +151,7 @@ fn check_limits(path: &Path, info: &ProbeInfo, limits: &MediaLimits) -> Result<(
 /// The default video stream, skipping cover-art pictures.
 fn pick_video_stream(input: &ffmpeg::format::context::Input) -> Option<usize> {
     let usable = |s: &ffmpeg::format::stream::Stream| {
-        s.parameters().medium() == MediaType::Video
-            && !s.disposition().contains(Disposition::ATTACHED_PIC)
+        s.parameters().medium() == MediaType::Video && !s.disposition().contains(Disposition::ATTACHED_PIC)
     };
     if let Some(best) = input.streams().best(MediaType::Video)
         && usable(&best)
@@ -203,12 +171,7 @@ fn stream_rotation(stream: &ffmpeg::format::stream::Stream) -> i32 {
         .side_data()
         .find(|sd| sd.kind() == SideDataType::DisplayMatrix)
         .and_then(|sd| display_matrix_rotation(sd.data()));
-    let degrees = from_matrix.or_else(|| {
-        stream
-            .metadata()
-            .get("rotate")
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    });
+    let degrees = from_matrix.or_else(|| stream.metadata().get("rotate").and_then(|v| v.trim().parse::<f64>().ok()));
     degrees.map_or(0, snap_quarter_turn)
 }
 
@@ -249,26 +212,14 @@ mod tests {
     fn display_matrix_angles() {
         let one = 65536;
         let identity = matrix([one, 0, 0, 0, one, 0, 0, 0, 1 << 30]);
-        assert_eq!(
-            display_matrix_rotation(&identity).map(snap_quarter_turn),
-            Some(0)
-        );
+        assert_eq!(display_matrix_rotation(&identity).map(snap_quarter_turn), Some(0));
         // What FFmpeg 5.1 writes for `rotate=90`: a 90 degree counter-clockwise matrix.
         let ccw90 = matrix([0, -one, 0, one, 0, 0, 0, 0, 1 << 30]);
-        assert_eq!(
-            display_matrix_rotation(&ccw90).map(snap_quarter_turn),
-            Some(270)
-        );
+        assert_eq!(display_matrix_rotation(&ccw90).map(snap_quarter_turn), Some(270));
         let cw90 = matrix([0, one, 0, -one, 0, 0, 0, 0, 1 << 30]);
-        assert_eq!(
-            display_matrix_rotation(&cw90).map(snap_quarter_turn),
-            Some(90)
-        );
+        assert_eq!(display_matrix_rotation(&cw90).map(snap_quarter_turn), Some(90));
         let flip = matrix([-one, 0, 0, 0, -one, 0, 0, 0, 1 << 30]);
-        assert_eq!(
-            display_matrix_rotation(&flip).map(snap_quarter_turn),
-            Some(180)
-        );
+        assert_eq!(display_matrix_rotation(&flip).map(snap_quarter_turn), Some(180));
         assert_eq!(display_matrix_rotation(&[0u8; 36]), None);
         assert_eq!(display_matrix_rotation(&[1u8; 7]), None);
     }

@@ -12,10 +12,7 @@ use super::{MediaError, MediaLimits};
 /// Encode `img` as baseline JPEG; `quality` is 1..=100.
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, MediaError> {
     if !(1..=100).contains(&quality) {
-        return Err(encode_err(
-            "jpeg",
-            format!("quality {quality} out of range 1..=100"),
-        ));
+        return Err(encode_err("jpeg", format!("quality {quality} out of range 1..=100")));
     }
     let mut out = Vec::new();
     JpegEncoder::new_with_quality(&mut out, quality)
@@ -28,12 +25,7 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, MediaError> {
 pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>, MediaError> {
     let mut out = Vec::new();
     PngEncoder::new(&mut out)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
         .map_err(|e| encode_err("png", e.to_string()))?;
     Ok(out)
 }
@@ -43,9 +35,7 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>, MediaError> {
 pub fn decode_still(bytes: &[u8], limits: &MediaLimits) -> Result<RgbImage, MediaError> {
     let invalid = |reason: String| MediaError::InvalidStill { reason };
     let reader = || -> Result<ImageReader<Cursor<&[u8]>>, MediaError> {
-        let reader = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| invalid(e.to_string()))?;
+        let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| invalid(e.to_string()))?;
         match reader.format() {
             Some(ImageFormat::Jpeg | ImageFormat::Png) => Ok(reader),
             Some(other) => Err(invalid(format!("unsupported format {other:?}"))),
@@ -53,15 +43,8 @@ pub fn decode_still(bytes: &[u8], limits: &MediaLimits) -> Result<RgbImage, Medi
         }
     };
 
-    let (width, height) = reader()?
-        .into_dimensions()
-        .map_err(|e| invalid(e.to_string()))?;
-    let too_many = || MediaError::TooManyPixels {
-        what: "still image".into(),
-        width,
-        height,
-        limit: limits.max_pixels,
-    };
+    let (width, height) = reader()?.into_dimensions().map_err(|e| invalid(e.to_string()))?;
+    let too_many = || MediaError::TooManyPixels { what: "still image".into(), width, height, limit: limits.max_pixels };
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(too_many());
     }
@@ -81,8 +64,5 @@ pub fn decode_still(bytes: &[u8], limits: &MediaLimits) -> Result<RgbImage, Medi
 }
 
 fn encode_err(target: &str, reason: String) -> MediaError {
-    MediaError::Encode {
-        target: target.into(),
-        reason,
-    }
+    MediaError::Encode { target: target.into(), reason }
 }

@@ -11,11 +11,7 @@ pub fn copy_last(last: &RgbImage, n: usize) -> Vec<RgbImage> {
 
 /// `n` frames continuing the per-pixel linear trend of `prev` → `last`, clamped to 0..=255.
 pub fn linear_extrapolate(prev: &RgbImage, last: &RgbImage, n: usize) -> Vec<RgbImage> {
-    assert_eq!(
-        prev.dimensions(),
-        last.dimensions(),
-        "frames of one video share a size"
-    );
+    assert_eq!(prev.dimensions(), last.dimensions(), "frames of one video share a size");
     (1..=n)
         .map(|k| {
             let k = k as f32;
@@ -31,11 +27,7 @@ pub fn linear_extrapolate(prev: &RgbImage, last: &RgbImage, n: usize) -> Vec<Rgb
 
 /// `n` frames blending linearly from `a` to `b`, exclusive of both ends.
 pub fn linear_interpolate(a: &RgbImage, b: &RgbImage, n: usize) -> Vec<RgbImage> {
-    assert_eq!(
-        a.dimensions(),
-        b.dimensions(),
-        "frames of one video share a size"
-    );
+    assert_eq!(a.dimensions(), b.dimensions(), "frames of one video share a size");
     (1..=n)
         .map(|k| {
             let t = k as f32 / (n + 1) as f32;

@@ -46,22 +46,14 @@ impl ConditioningFrames {
         let mut frames = Vec::new();
         for frame in media::decode(src, &opts, &ctx.limits)? {
             let frame = frame?;
-            frames.push(image::imageops::resize(
-                &frame.image,
-                job.size.width,
-                job.size.height,
-                FilterType::Triangle,
-            ));
+            frames.push(image::imageops::resize(&frame.image, job.size.width, job.size.height, FilterType::Triangle));
             ctx.progress.progress(Stage::Decode, frames.len() as u64, 0);
             if frames.len() == MAX_CONDITIONING_FRAMES {
                 break;
             }
         }
         if frames.is_empty() {
-            return Err(media::MediaError::NoFrames {
-                path: src.to_owned(),
-            }
-            .into());
+            return Err(media::MediaError::NoFrames { path: src.to_owned() }.into());
         }
         Ok(frames)
     }
@@ -81,10 +73,7 @@ impl Synthesis {
                 Ok(baseline::linear_extrapolate(prev, last, n))
             }
             CreateMode::Interpolate => {
-                let (first, last) = (
-                    cond.first().expect("non-empty"),
-                    cond.last().expect("non-empty"),
-                );
+                let (first, last) = (cond.first().expect("non-empty"), cond.last().expect("non-empty"));
                 Ok(baseline::linear_interpolate(first, last, n))
             }
             CreateMode::Generate | CreateMode::Edit => Err(PipelineError::Unsupported(format!(
@@ -110,24 +99,16 @@ impl VideoWriter {
         let path = ctx.scratch_path("video.mp4");
         let mut enc = VideoEncoder::create(&path, first.width(), first.height(), fps, encode)?;
         for (i, f) in frames.iter().enumerate() {
+            ctx.check()?;
             enc.push(f)?;
-            ctx.progress
-                .progress(Stage::Encode, i as u64 + 1, frames.len() as u64);
+            ctx.progress.progress(Stage::Encode, i as u64 + 1, frames.len() as u64);
         }
         let report = enc.finish()?;
         let mut video = Artifact::new(OutputKind::Video, &path, "video.mp4", "video/mp4");
         video.duration_s = Some(report.duration_s);
         let thumb_path = ctx.scratch_path("thumbnail.jpg");
-        std::fs::write(
-            &thumb_path,
-            media::encode_jpeg(&frames[frames.len() / 2], super::edit::THUMBNAIL_QUALITY)?,
-        )?;
-        let thumb = Artifact::new(
-            OutputKind::Thumbnail,
-            &thumb_path,
-            "thumbnail.jpg",
-            "image/jpeg",
-        );
+        std::fs::write(&thumb_path, media::encode_jpeg(&frames[frames.len() / 2], super::edit::THUMBNAIL_QUALITY)?)?;
+        let thumb = Artifact::new(OutputKind::Thumbnail, &thumb_path, "thumbnail.jpg", "image/jpeg");
         Ok(vec![video, thumb])
     }
 }
@@ -141,25 +122,17 @@ impl CreatePipeline {
         ctx: &mut JobContext,
     ) -> Result<PipelineOutput, PipelineError> {
         let cond = match (cond_src, &job.conditioning) {
-            (Some(src), Some(c)) => ctx.stage(Stage::Decode, |ctx| {
-                ConditioningFrames::run(src, c.start_s, c.end_s, job, ctx)
-            })?,
+            (Some(src), Some(c)) => {
+                ctx.stage(Stage::Decode, |ctx| ConditioningFrames::run(src, c.start_s, c.end_s, job, ctx))?
+            }
             _ => Vec::new(),
         };
         let frames = ctx.stage(Stage::Synthesize, |_| Synthesis::run(job, &cond))?;
-        let artifacts = ctx.stage(Stage::Encode, |ctx| {
-            VideoWriter::run(&frames, job.fps, &self.encode, ctx)
-        })?;
+        let artifacts = ctx.stage(Stage::Encode, |ctx| VideoWriter::run(&frames, job.fps, &self.encode, ctx))?;
         let id = match job.mode {
             CreateMode::Interpolate => "baseline-linear-interpolation",
             _ => "baseline-linear-extrapolation",
         };
-        Ok(PipelineOutput {
-            artifacts,
-            models: vec![ModelUse {
-                role: "creator".into(),
-                id: id.into(),
-            }],
-        })
+        Ok(PipelineOutput { artifacts, models: vec![ModelUse { role: "creator".into(), id: id.into() }] })
     }
 }

@@ -41,33 +41,19 @@ pub struct FrameAnalysis;
 
 impl FrameAnalysis {
     /// Scores the sampled frames of `path`.
-    pub fn run(
-        path: &Path,
-        info: &ProbeInfo,
-        ctx: &JobContext,
-    ) -> Result<Vec<FrameScore>, PipelineError> {
-        let opts = DecodeOptions {
-            sample_fps: Some(ANALYSIS_FPS),
-            start_s: 0.0,
-            end_s: None,
-            max_side: Some(ANALYSIS_SIDE),
-        };
+    pub fn run(path: &Path, info: &ProbeInfo, ctx: &JobContext) -> Result<Vec<FrameScore>, PipelineError> {
+        let opts =
+            DecodeOptions { sample_fps: Some(ANALYSIS_FPS), start_s: 0.0, end_s: None, max_side: Some(ANALYSIS_SIDE) };
         let total = (info.duration_s * ANALYSIS_FPS).ceil().max(1.0) as u64;
         let mut scores = Vec::new();
         for frame in media::decode(path, &opts, &ctx.limits)? {
             let frame = frame?;
-            scores.push(FrameScore {
-                pts_s: frame.pts_s,
-                score: sharpness(&frame.image),
-            });
-            ctx.progress
-                .progress(Stage::Decode, scores.len() as u64, total);
+            ctx.check()?;
+            scores.push(FrameScore { pts_s: frame.pts_s, score: sharpness(&frame.image) });
+            ctx.progress.progress(Stage::Decode, scores.len() as u64, total);
         }
         if scores.is_empty() {
-            return Err(media::MediaError::NoFrames {
-                path: path.to_owned(),
-            }
-            .into());
+            return Err(media::MediaError::NoFrames { path: path.to_owned() }.into());
         }
         Ok(scores)
     }
@@ -86,11 +72,7 @@ pub fn sharpness(img: &RgbImage) -> f32 {
     let (mut sum, mut sum2, mut n) = (0f64, 0f64, 0f64);
     for y in 1..h - 1 {
         for x in 1..w - 1 {
-            let l = 4.0 * luma(x, y)
-                - luma(x - 1, y)
-                - luma(x + 1, y)
-                - luma(x, y - 1)
-                - luma(x, y + 1);
+            let l = 4.0 * luma(x, y) - luma(x - 1, y) - luma(x + 1, y) - luma(x, y - 1) - luma(x, y + 1);
             sum += l as f64;
             sum2 += (l * l) as f64;
             n += 1.0;
@@ -117,18 +99,8 @@ pub struct ClipPlan;
 impl ClipPlan {
     /// Windows spread evenly over `duration_s`. A video shorter than one clip gives one clip of
     /// the whole video.
-    pub fn run(
-        duration_s: f64,
-        clips: u8,
-        min_s: f64,
-        max_s: f64,
-        scores: &[FrameScore],
-    ) -> Vec<Window> {
-        let window = |start_s: f64, end_s: f64| Window {
-            start_s,
-            end_s,
-            score: mean_score(scores, start_s, end_s),
-        };
+    pub fn run(duration_s: f64, clips: u8, min_s: f64, max_s: f64, scores: &[FrameScore]) -> Vec<Window> {
+        let window = |start_s: f64, end_s: f64| Window { start_s, end_s, score: mean_score(scores, start_s, end_s) };
         if duration_s <= min_s {
             return vec![window(0.0, duration_s)];
         }
@@ -146,16 +118,8 @@ impl ClipPlan {
 }
 
 fn mean_score(scores: &[FrameScore], start: f64, end: f64) -> f32 {
-    let inside: Vec<f32> = scores
-        .iter()
-        .filter(|s| s.pts_s >= start && s.pts_s < end)
-        .map(|s| s.score)
-        .collect();
-    if inside.is_empty() {
-        0.0
-    } else {
-        inside.iter().sum::<f32>() / inside.len() as f32
-    }
+    let inside: Vec<f32> = scores.iter().filter(|s| s.pts_s >= start && s.pts_s < end).map(|s| s.score).collect();
+    if inside.is_empty() { 0.0 } else { inside.iter().sum::<f32>() / inside.len() as f32 }
 }
 
 /// Stage: cut and encode each window.
@@ -172,19 +136,11 @@ impl ClipCutter {
     ) -> Result<Vec<Artifact>, PipelineError> {
         let mut out = Vec::with_capacity(windows.len());
         for (i, w) in windows.iter().enumerate() {
+            ctx.check()?;
             let name = format!("clip-{:02}.mp4", i + 1);
             let path = ctx.scratch_path(&name);
-            let report = media::cut(
-                src,
-                w.start_s,
-                w.end_s,
-                &path,
-                Some(size),
-                encode,
-                &ctx.limits,
-            )?;
-            ctx.progress
-                .progress(Stage::Encode, i as u64 + 1, windows.len() as u64);
+            let report = media::cut(src, w.start_s, w.end_s, &path, Some(size), encode, &ctx.limits)?;
+            ctx.progress.progress(Stage::Encode, i as u64 + 1, windows.len() as u64);
             let mut a = Artifact::new(OutputKind::Clip, &path, name, "video/mp4");
             a.start_s = Some(w.start_s);
             a.end_s = Some(w.end_s);
@@ -212,23 +168,11 @@ impl ThumbnailPick {
             .copied()
             .max_by(|a, b| a.score.total_cmp(&b.score))
             .expect("analysis yields at least one frame");
-        let opts = DecodeOptions {
-            sample_fps: None,
-            start_s: best.pts_s,
-            end_s: None,
-            max_side: None,
-        };
+        let opts = DecodeOptions { sample_fps: None, start_s: best.pts_s, end_s: None, max_side: None };
         let frame = media::decode(src, &opts, &ctx.limits)?
             .next()
-            .ok_or_else(|| media::MediaError::NoFrames {
-                path: src.to_owned(),
-            })??;
-        let img = image::imageops::resize(
-            &frame.image,
-            size.0,
-            size.1,
-            image::imageops::FilterType::CatmullRom,
-        );
+            .ok_or_else(|| media::MediaError::NoFrames { path: src.to_owned() })??;
+        let img = image::imageops::resize(&frame.image, size.0, size.1, image::imageops::FilterType::CatmullRom);
         let path: PathBuf = ctx.scratch_path("thumbnail.jpg");
         std::fs::write(&path, media::encode_jpeg(&img, THUMBNAIL_QUALITY)?)?;
         let mut a = Artifact::new(OutputKind::Thumbnail, &path, "thumbnail.jpg", "image/jpeg");
@@ -240,15 +184,11 @@ impl ThumbnailPick {
 
 impl EditPipeline {
     /// Runs the job on a source already fetched to `src`.
-    pub fn run(
-        &self,
-        job: &EditJob,
-        src: &Path,
-        ctx: &mut JobContext,
-    ) -> Result<PipelineOutput, PipelineError> {
+    pub fn run(&self, job: &EditJob, src: &Path, ctx: &mut JobContext) -> Result<PipelineOutput, PipelineError> {
         if job.options.thumbnail != ThumbnailMode::Select {
             return Err(PipelineError::Unsupported(
-                "thumbnail generation needs the diffusion model, which this worker does not load; use \"select\"".into(),
+                "thumbnail generation needs the diffusion model, which this worker does not load; use \"select\""
+                    .into(),
             ));
         }
         let limits = ctx.limits.clone();
@@ -263,26 +203,13 @@ impl EditPipeline {
         let scores = ctx.stage(Stage::Decode, |ctx| FrameAnalysis::run(src, &info, ctx))?;
         let o = &job.options;
         let windows = ctx.stage(Stage::Select, |_| {
-            Ok(ClipPlan::run(
-                info.duration_s,
-                o.clips,
-                o.clip_seconds_min,
-                o.clip_seconds_max,
-                &scores,
-            ))
+            Ok(ClipPlan::run(info.duration_s, o.clips, o.clip_seconds_min, o.clip_seconds_max, &scores))
         })?;
-        let mut artifacts = ctx.stage(Stage::Encode, |ctx| {
-            ClipCutter::run(src, &windows, size, &self.encode, ctx)
-        })?;
-        artifacts.push(ctx.stage(Stage::Encode, |ctx| {
-            ThumbnailPick::run(src, &scores, size, ctx)
-        })?);
+        let mut artifacts = ctx.stage(Stage::Encode, |ctx| ClipCutter::run(src, &windows, size, &self.encode, ctx))?;
+        artifacts.push(ctx.stage(Stage::Encode, |ctx| ThumbnailPick::run(src, &scores, size, ctx))?);
         Ok(PipelineOutput {
             artifacts,
-            models: vec![ModelUse {
-                role: "selector".into(),
-                id: "uniform-sharpness".into(),
-            }],
+            models: vec![ModelUse { role: "selector".into(), id: "uniform-sharpness".into() }],
         })
     }
 }
@@ -321,18 +248,9 @@ mod tests {
     #[test]
     fn window_score_is_the_mean_inside() {
         let scores = [
-            FrameScore {
-                pts_s: 0.5,
-                score: 1.0,
-            },
-            FrameScore {
-                pts_s: 1.5,
-                score: 3.0,
-            },
-            FrameScore {
-                pts_s: 2.5,
-                score: 100.0,
-            },
+            FrameScore { pts_s: 0.5, score: 1.0 },
+            FrameScore { pts_s: 1.5, score: 3.0 },
+            FrameScore { pts_s: 2.5, score: 100.0 },
         ];
         let w = ClipPlan::run(4.0, 2, 2.0, 2.0, &scores);
         assert_eq!(w[0].score, 2.0);
@@ -342,13 +260,14 @@ mod tests {
     #[test]
     fn sharpness_prefers_edges() {
         let flat = RgbImage::from_pixel(32, 32, image::Rgb([128, 128, 128]));
-        let checker = RgbImage::from_fn(32, 32, |x, y| {
-            if (x / 4 + y / 4) % 2 == 0 {
-                image::Rgb([255; 3])
-            } else {
-                image::Rgb([0; 3])
-            }
-        });
+        let checker =
+            RgbImage::from_fn(
+                32,
+                32,
+                |x, y| {
+                    if (x / 4 + y / 4) % 2 == 0 { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) }
+                },
+            );
         assert_eq!(sharpness(&flat), 0.0);
         assert!(sharpness(&checker) > 1000.0);
     }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use protocol::{ErrorCode, ModelUse, OutputKind, Stage, StageTiming};
 
 use crate::media::{MediaError, MediaLimits};
@@ -37,8 +39,12 @@ pub struct JobContext {
     pub limits: MediaLimits,
     /// Progress reporting.
     pub progress: Arc<dyn ProgressSink>,
-    /// Set when the job is cancelled or the worker must stop; checked between stages.
+    /// Set when the job is cancelled; checked between stages and inside long loops.
     pub cancel: Arc<AtomicBool>,
+    /// Set when the worker must stop before the job ends (the task is requeued, not failed).
+    pub interrupt: Arc<AtomicBool>,
+    /// When the job must be finished by.
+    pub deadline: Option<DateTime<Utc>>,
     timings: Vec<StageTiming>,
 }
 
@@ -55,8 +61,24 @@ impl JobContext {
             limits,
             progress,
             cancel,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            deadline: None,
             timings: Vec::new(),
         }
+    }
+
+    /// Fails fast when the worker is stopping, the job was cancelled or its deadline passed.
+    pub fn check(&self) -> Result<(), PipelineError> {
+        if self.interrupt.load(Ordering::Relaxed) {
+            return Err(PipelineError::Interrupted);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(PipelineError::Cancelled);
+        }
+        if self.deadline.is_some_and(|d| d < Utc::now()) {
+            return Err(PipelineError::DeadlineExceeded);
+        }
+        Ok(())
     }
 
     /// Runs one stage: checks cancellation first, times it, reports its start.
@@ -65,16 +87,11 @@ impl JobContext {
         stage: Stage,
         f: impl FnOnce(&mut Self) -> Result<T, PipelineError>,
     ) -> Result<T, PipelineError> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(PipelineError::Cancelled);
-        }
+        self.check()?;
         self.progress.progress(stage, 0, 0);
         let t = Instant::now();
         let out = f(self);
-        self.timings.push(StageTiming {
-            stage,
-            ms: t.elapsed().as_secs_f64() * 1e3,
-        });
+        self.timings.push(StageTiming { stage, ms: t.elapsed().as_secs_f64() * 1e3 });
         out
     }
 
@@ -112,12 +129,7 @@ pub struct Artifact {
 
 impl Artifact {
     /// An artifact with no timing or score.
-    pub fn new(
-        kind: OutputKind,
-        path: &Path,
-        name: impl Into<String>,
-        content_type: &'static str,
-    ) -> Self {
+    pub fn new(kind: OutputKind, path: &Path, name: impl Into<String>, content_type: &'static str) -> Self {
         Artifact {
             kind,
             path: path.to_owned(),
@@ -161,6 +173,12 @@ pub enum PipelineError {
     /// Cancelled between stages.
     #[error("cancelled")]
     Cancelled,
+    /// The deadline passed while running.
+    #[error("deadline passed while running")]
+    DeadlineExceeded,
+    /// The worker is shutting down; the task goes back to its queue.
+    #[error("interrupted by worker shutdown")]
+    Interrupted,
     /// Scratch I/O failed.
     #[error("scratch I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -171,20 +189,22 @@ impl PipelineError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PipelineError::Media(
-                MediaError::TooLong { .. }
-                | MediaError::TooManyPixels { .. }
-                | MediaError::FileTooLarge { .. },
+                MediaError::TooLong { .. } | MediaError::TooManyPixels { .. } | MediaError::FileTooLarge { .. },
             ) => ErrorCode::InputTooLarge,
             PipelineError::Media(MediaError::Io(_)) => ErrorCode::Internal,
             PipelineError::Media(_) => ErrorCode::InvalidMedia,
             PipelineError::Storage(StorageError::NotFound(_)) => ErrorCode::InputNotFound,
             PipelineError::Storage(StorageError::TooLarge { .. }) => ErrorCode::InputTooLarge,
-            PipelineError::Storage(StorageError::InvalidKey { .. }) => ErrorCode::InvalidJob,
+            PipelineError::Storage(StorageError::InvalidKey { .. } | StorageError::Forbidden { .. }) => {
+                ErrorCode::InvalidJob
+            }
             PipelineError::Storage(_) => ErrorCode::StorageError,
             PipelineError::Unsupported(_) => ErrorCode::UnknownProfile,
             PipelineError::BadGuidance(_) => ErrorCode::InvalidJob,
             PipelineError::Model(_) => ErrorCode::ModelError,
             PipelineError::Cancelled => ErrorCode::Cancelled,
+            PipelineError::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            PipelineError::Interrupted => ErrorCode::Internal,
             PipelineError::Io(_) => ErrorCode::Internal,
         }
     }

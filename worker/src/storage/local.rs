@@ -32,26 +32,15 @@ impl LocalStore {
 
     /// The file a key maps to.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
-        protocol::media::check_key(key).map_err(|reason| StorageError::InvalidKey {
-            key: key.to_owned(),
-            reason,
-        })?;
+        protocol::media::check_key(key).map_err(|reason| StorageError::InvalidKey { key: key.to_owned(), reason })?;
         Ok(self.root.join(key))
     }
 
-    fn write_durably(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        meta: &ObjectMeta,
-    ) -> Result<StoredObject, StorageError> {
+    fn write_durably(&self, key: &str, bytes: &[u8], meta: &ObjectMeta) -> Result<StoredObject, StorageError> {
         let path = self.path_of(key)?;
-        let dir = path
-            .parent()
-            .expect("a checked key has a parent under root");
+        let dir = path.parent().expect("a checked key has a parent under root");
         std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
-        let sidecar =
-            serde_json::json!({ "content_type": meta.content_type, "metadata": meta.entries });
+        let sidecar = serde_json::json!({ "content_type": meta.content_type, "metadata": meta.entries });
         atomic_write(&meta_path(&path), sidecar.to_string().as_bytes())?;
         atomic_write(&path, bytes)?;
         Ok(StoredObject {
@@ -69,10 +58,7 @@ fn meta_path(path: &Path) -> PathBuf {
 }
 
 fn io(path: &Path, source: std::io::Error) -> StorageError {
-    StorageError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    StorageError::Io { path: path.display().to_string(), source }
 }
 
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
@@ -81,20 +67,13 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     tmp.write_all(bytes).map_err(|s| io(path, s))?;
     tmp.as_file().sync_all().map_err(|s| io(path, s))?;
     tmp.persist(path).map_err(|e| io(path, e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|s| io(dir, s))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|s| io(dir, s))?;
     Ok(())
 }
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn fetch(
-        &self,
-        location: &MediaLocation,
-        _scratch: &Path,
-        max_bytes: u64,
-    ) -> Result<PathBuf, StorageError> {
+    async fn fetch(&self, location: &MediaLocation, _scratch: &Path, max_bytes: u64) -> Result<PathBuf, StorageError> {
         match location {
             MediaLocation::Local(path) => {
                 let md = match tokio::fs::metadata(path).await {
@@ -105,10 +84,7 @@ impl Store for LocalStore {
                     Err(e) => return Err(io(path, e)),
                 };
                 if !md.is_file() {
-                    return Err(StorageError::NotFound(format!(
-                        "{} is not a file",
-                        path.display()
-                    )));
+                    return Err(StorageError::NotFound(format!("{} is not a file", path.display())));
                 }
                 if md.len() > max_bytes {
                     return Err(StorageError::TooLarge {
@@ -119,28 +95,16 @@ impl Store for LocalStore {
                 }
                 Ok(path.clone())
             }
-            MediaLocation::S3 { bucket, key } => {
-                Err(StorageError::Unsupported(format!("s3://{bucket}/{key}")))
-            }
+            MediaLocation::S3 { bucket, key } => Err(StorageError::Unsupported(format!("s3://{bucket}/{key}"))),
         }
     }
 
-    async fn put_file(
-        &self,
-        key: &str,
-        file: &Path,
-        meta: &ObjectMeta,
-    ) -> Result<StoredObject, StorageError> {
+    async fn put_file(&self, key: &str, file: &Path, meta: &ObjectMeta) -> Result<StoredObject, StorageError> {
         let bytes = tokio::fs::read(file).await.map_err(|s| io(file, s))?;
         self.put_bytes(key, &bytes, meta).await
     }
 
-    async fn put_bytes(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        meta: &ObjectMeta,
-    ) -> Result<StoredObject, StorageError> {
+    async fn put_bytes(&self, key: &str, bytes: &[u8], meta: &ObjectMeta) -> Result<StoredObject, StorageError> {
         let this = self.clone();
         let (key, bytes, meta) = (key.to_owned(), bytes.to_vec(), meta.clone());
         tokio::task::spawn_blocking(move || this.write_durably(&key, &bytes, &meta))
@@ -166,29 +130,17 @@ mod tests {
     async fn put_get_and_key_checks() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path()).unwrap();
-        let meta = ObjectMeta {
-            content_type: "text/plain".into(),
-            ..Default::default()
-        };
+        let meta = ObjectMeta { content_type: "text/plain".into(), ..Default::default() };
         let obj = store.put_bytes("t/j/a.txt", b"hello", &meta).await.unwrap();
         assert_eq!(obj.bytes, 5);
-        assert_eq!(
-            obj.sha256,
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
+        assert_eq!(obj.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         assert!(obj.uri.starts_with("file:///"));
         assert_eq!(store.get("t/j/a.txt").await.unwrap().unwrap(), b"hello");
         assert!(store.get("t/j/missing").await.unwrap().is_none());
         let sidecar = std::fs::read_to_string(dir.path().join("t/j/a.txt.meta.json")).unwrap();
         assert!(sidecar.contains("text/plain"));
         for bad in ["../x", "/abs", "t/../../x", "t//x", "a\u{1}b"] {
-            assert!(
-                matches!(
-                    store.put_bytes(bad, b"x", &meta).await,
-                    Err(StorageError::InvalidKey { .. })
-                ),
-                "{bad}"
-            );
+            assert!(matches!(store.put_bytes(bad, b"x", &meta).await, Err(StorageError::InvalidKey { .. })), "{bad}");
         }
     }
 
@@ -200,22 +152,10 @@ mod tests {
         std::fs::write(&f, vec![0u8; 100]).unwrap();
         let loc = MediaLocation::Local(f.clone());
         assert_eq!(store.fetch(&loc, dir.path(), 100).await.unwrap(), f);
-        assert!(matches!(
-            store.fetch(&loc, dir.path(), 99).await,
-            Err(StorageError::TooLarge { .. })
-        ));
+        assert!(matches!(store.fetch(&loc, dir.path(), 99).await, Err(StorageError::TooLarge { .. })));
         let missing = MediaLocation::Local(dir.path().join("nope"));
-        assert!(matches!(
-            store.fetch(&missing, dir.path(), 100).await,
-            Err(StorageError::NotFound(_))
-        ));
-        let s3 = MediaLocation::S3 {
-            bucket: "b".into(),
-            key: "k".into(),
-        };
-        assert!(matches!(
-            store.fetch(&s3, dir.path(), 100).await,
-            Err(StorageError::Unsupported(_))
-        ));
+        assert!(matches!(store.fetch(&missing, dir.path(), 100).await, Err(StorageError::NotFound(_))));
+        let s3 = MediaLocation::S3 { bucket: "b".into(), key: "k".into() };
+        assert!(matches!(store.fetch(&s3, dir.path(), 100).await, Err(StorageError::Unsupported(_))));
     }
 }

@@ -37,6 +37,14 @@ pub enum StorageError {
         /// The limit.
         limit: u64,
     },
+    /// A key outside the job's tenant prefix and not in a shared input bucket.
+    #[error("tenant {tenant} may not read {uri}")]
+    Forbidden {
+        /// The job's tenant.
+        tenant: String,
+        /// What it tried to read.
+        uri: String,
+    },
     /// A location this store cannot read (an `s3://` input on the local store, say).
     #[error("this store cannot read {0}")]
     Unsupported(String),
@@ -83,26 +91,11 @@ pub struct StoredObject {
 pub trait Store: Send + Sync + 'static {
     /// Makes an input readable as a local file (downloading it into `scratch` when remote) and
     /// returns its path. Refuses inputs over `max_bytes`.
-    async fn fetch(
-        &self,
-        location: &MediaLocation,
-        scratch: &Path,
-        max_bytes: u64,
-    ) -> Result<PathBuf, StorageError>;
+    async fn fetch(&self, location: &MediaLocation, scratch: &Path, max_bytes: u64) -> Result<PathBuf, StorageError>;
     /// Stores a local file under `key`; durable when it returns.
-    async fn put_file(
-        &self,
-        key: &str,
-        file: &Path,
-        meta: &ObjectMeta,
-    ) -> Result<StoredObject, StorageError>;
+    async fn put_file(&self, key: &str, file: &Path, meta: &ObjectMeta) -> Result<StoredObject, StorageError>;
     /// Stores bytes under `key`; durable when it returns.
-    async fn put_bytes(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        meta: &ObjectMeta,
-    ) -> Result<StoredObject, StorageError>;
+    async fn put_bytes(&self, key: &str, bytes: &[u8], meta: &ObjectMeta) -> Result<StoredObject, StorageError>;
     /// Reads an object, `None` when absent.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 }
@@ -110,11 +103,25 @@ pub trait Store: Send + Sync + 'static {
 /// The key of a job's output `name`: `{tenant}/{job_id}/{name}`, checked.
 pub fn output_key(tenant: &TenantId, job_id: &JobId, name: &str) -> Result<String, StorageError> {
     let key = format!("{tenant}/{job_id}/{name}");
-    protocol::media::check_key(&key).map_err(|reason| StorageError::InvalidKey {
-        key: key.clone(),
-        reason,
-    })?;
+    protocol::media::check_key(&key).map_err(|reason| StorageError::InvalidKey { key: key.clone(), reason })?;
     Ok(key)
+}
+
+/// Tenant isolation for inputs: a job reads `s3://bucket/{tenant}/…` only, unless the bucket is
+/// one of the configured shared input buckets.
+pub fn check_input_access(tenant: &TenantId, location: &MediaLocation, shared: &[String]) -> Result<(), StorageError> {
+    match location {
+        MediaLocation::S3 { bucket, key } => {
+            if shared.iter().any(|b| b == bucket) || key.starts_with(&format!("{tenant}/")) {
+                Ok(())
+            } else {
+                Err(StorageError::Forbidden { tenant: tenant.to_string(), uri: format!("s3://{bucket}/{key}") })
+            }
+        }
+        MediaLocation::Local(path) => {
+            Err(StorageError::Forbidden { tenant: tenant.to_string(), uri: format!("file://{}", path.display()) })
+        }
+    }
 }
 
 /// SHA-256 of bytes, lowercase hex.

@@ -8,51 +8,26 @@ use std::process::Command;
 use serde_json::Value;
 
 pub fn ffmpeg_cli(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y"])
-        .args(args)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ffmpeg").args(["-v", "error", "-nostdin", "-y"]).args(args).output().expect("run ffmpeg");
+    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 pub fn ffprobe(path: &Path) -> Value {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(
-        out.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
 
 pub fn video_stream(v: &Value) -> &Value {
-    v["streams"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
-        .expect("video stream")
+    v["streams"].as_array().and_then(|s| s.iter().find(|s| s["codec_type"] == "video")).expect("video stream")
 }
 
 pub fn json_f64(v: &Value) -> f64 {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| v.as_f64())
-        .expect("number")
+    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64()).expect("number")
 }
 
 /// Top-level MP4 box types in file order.
@@ -85,13 +60,7 @@ pub fn assert_faststart(path: &Path) {
 }
 
 /// Check an MP4 we wrote: h264, yuv420p, size, duration, faststart.
-pub fn assert_valid_output(
-    path: &Path,
-    width: u32,
-    height: u32,
-    duration_s: f64,
-    tolerance_s: f64,
-) -> Value {
+pub fn assert_valid_output(path: &Path, width: u32, height: u32, duration_s: f64, tolerance_s: f64) -> Value {
     let v = ffprobe(path);
     let s = video_stream(&v);
     assert_eq!(s["codec_name"], "h264");
@@ -99,10 +68,7 @@ pub fn assert_valid_output(
     assert_eq!(s["width"].as_u64(), Some(u64::from(width)));
     assert_eq!(s["height"].as_u64(), Some(u64::from(height)));
     let dur = json_f64(&v["format"]["duration"]);
-    assert!(
-        (dur - duration_s).abs() <= tolerance_s,
-        "duration {dur} vs expected {duration_s}"
-    );
+    assert!((dur - duration_s).abs() <= tolerance_s, "duration {dur} vs expected {duration_s}");
     assert_faststart(path);
     v
 }

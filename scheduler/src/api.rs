@@ -1,0 +1,112 @@
+//! The scheduler's HTTP API: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (state and
+//! result), `POST /v1/jobs/{id}/cancel`, `GET /v1/workers` (live workers from heartbeats),
+//! `GET /healthz` (the process is up) and `GET /readyz` (the broker is reachable).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bus::{Bus, Message, topology};
+use protocol::{Heartbeat, Job, JobId, JobResult, ValidationContext};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::state::JobTable;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The broker submissions and cancellations go to.
+    pub bus: Arc<dyn Bus>,
+    /// This replica's job table.
+    pub table: JobTable,
+    /// Validation applied to submissions before they are queued.
+    pub validation: ValidationContext,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/workers", get(workers))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": { "code": code, "message": message.to_string() } }))).into_response()
+}
+
+async fn submit(State(s): State<ApiState>, body: Bytes) -> Response {
+    let job = match Job::from_json(&body, &s.validation) {
+        Ok(job) => job,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.code().as_str(), e),
+    };
+    let msg = Message::new(job.job_id().to_string(), body.to_vec()).with_priority(job.priority());
+    match s.bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, msg).await {
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({ "job_id": job.job_id() }))).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e),
+    }
+}
+
+/// A job's state as the API reports it.
+#[derive(Serialize)]
+struct JobView {
+    job_id: JobId,
+    tenant: String,
+    kind: Option<protocol::JobKind>,
+    state: protocol::JobState,
+    detail: Option<String>,
+    cancel_requested: bool,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    result: Option<JobResult>,
+}
+
+async fn job(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    match s.table.get(&JobId(id.clone())).await {
+        Some(r) => axum::Json(JobView {
+            job_id: r.job_id,
+            tenant: r.tenant.to_string(),
+            kind: r.kind,
+            state: r.state,
+            detail: r.detail,
+            cancel_requested: r.cancel_requested,
+            updated_at: r.updated_at,
+            result: r.result,
+        })
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no job {id:?} known to this scheduler")),
+    }
+}
+
+async fn cancel(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let job_id = JobId(id);
+    if let Err(e) = job_id.check("job_id") {
+        return error(StatusCode::BAD_REQUEST, "invalid_job", e);
+    }
+    match crate::request_cancel(s.bus.as_ref(), &job_id).await {
+        Ok(()) => {
+            (StatusCode::ACCEPTED, axum::Json(json!({ "job_id": job_id, "cancel_requested": true }))).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e),
+    }
+}
+
+async fn workers(State(s): State<ApiState>) -> axum::Json<Vec<Heartbeat>> {
+    axum::Json(s.table.workers().await)
+}
+
+async fn ready(State(s): State<ApiState>) -> Response {
+    if s.bus.is_connected().await {
+        "ready".into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "not connected to the broker")
+    }
+}

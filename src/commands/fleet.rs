@@ -1,0 +1,260 @@
+//! The fleet roles and their client: `reelforge scheduler`, `reelforge worker`,
+//! `reelforge submit` and `reelforge status`. Each parses its flags (every flag has an
+//! environment variable), connects to RabbitMQ and delegates to the library crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bus::amqp::AmqpBus;
+use bus::{Bus, Message, topology};
+use protocol::{Event, EventBody, Job, JobKind, JobStatus, ValidationContext};
+use scheduler::{Scheduler, SchedulerConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use worker::storage::local::LocalStore;
+use worker::{Worker, WorkerConfig};
+
+/// Where the broker is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// AMQP URL of RabbitMQ (the vhost is the path, `%2f` for `/`).
+    #[arg(long, env = "REELFORGE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+}
+
+/// `reelforge scheduler`.
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Replica id, unique per replica (its private feeds are named after it).
+    #[arg(long, env = "REELFORGE_SCHEDULER_ID")]
+    id: Option<String>,
+    /// Address of the HTTP API.
+    #[arg(long, env = "REELFORGE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Profiles accepted even while no worker announces them (comma-separated).
+    #[arg(long, env = "REELFORGE_PROFILES", value_delimiter = ',', default_value = "default")]
+    profiles: Vec<String>,
+    /// Most jobs of one tenant dispatched or running at once.
+    #[arg(long, env = "REELFORGE_TENANT_MAX_IN_FLIGHT", default_value_t = 64)]
+    tenant_max_in_flight: usize,
+    /// Submissions admitted concurrently.
+    #[arg(long, env = "REELFORGE_ADMISSION_PREFETCH", default_value_t = 256)]
+    prefetch: u16,
+    /// Accept `file:///` media (single-machine setups and tests; never for shared fleets).
+    #[arg(long, env = "REELFORGE_ALLOW_LOCAL_MEDIA")]
+    allow_local_media: bool,
+}
+
+/// `reelforge worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Worker id, unique per worker.
+    #[arg(long, env = "REELFORGE_WORKER_ID")]
+    id: Option<String>,
+    /// Model profiles served (comma-separated).
+    #[arg(long, env = "REELFORGE_PROFILES", value_delimiter = ',', default_value = "default")]
+    profiles: Vec<String>,
+    /// Job kinds served (comma-separated: edit, create).
+    #[arg(long, env = "REELFORGE_KINDS", value_delimiter = ',', default_value = "edit,create")]
+    kinds: Vec<String>,
+    /// Tasks run at once (the work queues' prefetch).
+    #[arg(long, env = "REELFORGE_CAPACITY", default_value_t = 1)]
+    capacity: usize,
+    /// Directory outputs are stored under (the local store).
+    #[arg(long, env = "REELFORGE_STORE_DIR", default_value = "reelforge-store")]
+    store_dir: PathBuf,
+    /// Directory for per-task scratch files.
+    #[arg(long, env = "REELFORGE_SCRATCH_DIR")]
+    scratch_dir: Option<PathBuf>,
+    /// Attempts before a task is dead-lettered.
+    #[arg(long, env = "REELFORGE_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// Retry ladder delays in milliseconds (comma-separated, shortest first).
+    #[arg(long, env = "REELFORGE_RETRY_DELAYS_MS", value_delimiter = ',', default_value = "1000,5000,30000")]
+    retry_delays_ms: Vec<u32>,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "REELFORGE_HEARTBEAT_S", default_value_t = 5)]
+    heartbeat_s: u64,
+    /// Seconds running tasks get to finish after SIGTERM before they are requeued.
+    #[arg(long, env = "REELFORGE_GRACE_S", default_value_t = 30)]
+    grace_s: u64,
+    /// Exit after this many idle seconds (Kubernetes batch Jobs).
+    #[arg(long, env = "REELFORGE_EXIT_WHEN_IDLE_S")]
+    exit_when_idle_s: Option<u64>,
+    /// Input buckets every tenant may read (comma-separated).
+    #[arg(long, env = "REELFORGE_SHARED_INPUT_BUCKETS", value_delimiter = ',')]
+    shared_input_buckets: Vec<String>,
+    /// Accept `file:///` media (single-machine setups and tests; never for shared fleets).
+    #[arg(long, env = "REELFORGE_ALLOW_LOCAL_MEDIA")]
+    allow_local_media: bool,
+}
+
+/// `reelforge submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// The job document (JSON).
+    file: PathBuf,
+    /// Follow the job's events and exit with its outcome (0: succeeded).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout_s: u64,
+}
+
+/// `reelforge status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The job id.
+    job_id: String,
+    /// The scheduler's HTTP API.
+    #[arg(long, env = "REELFORGE_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+}
+
+/// Resolves on SIGTERM or SIGINT.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn default_id(role: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "local".into());
+    format!("{role}-{host}-{}", std::process::id())
+}
+
+pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?);
+    let cfg = SchedulerConfig {
+        id: args.id.unwrap_or_else(|| default_id("scheduler")),
+        allow_local_media: args.allow_local_media,
+        prefetch: args.prefetch,
+        profiles: args.profiles,
+        tenant_max_in_flight: args.tenant_max_in_flight,
+        ..Default::default()
+    };
+    let sched = Scheduler::new(bus.clone(), cfg.clone());
+    let state = scheduler::api::ApiState {
+        bus,
+        table: sched.table(),
+        validation: ValidationContext { allow_local_media: cfg.allow_local_media },
+    };
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    info!(addr = %listener.local_addr()?, "HTTP API listening");
+    let stop = shutdown_on_signals();
+    let api = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(listener, scheduler::api::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await
+        }
+    });
+    sched.run(stop.clone()).await?;
+    stop.cancel();
+    api.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let kinds = args
+        .kinds
+        .iter()
+        .map(|k| match k.as_str() {
+            "edit" => Ok(JobKind::Edit),
+            "create" => Ok(JobKind::Create),
+            other => bail!("unknown job kind {other:?} (edit, create)"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?);
+    let store = Arc::new(LocalStore::new(&args.store_dir)?);
+    let cfg = WorkerConfig {
+        id: args.id.unwrap_or_else(|| default_id("worker")),
+        profiles: args.profiles,
+        kinds,
+        capacity: args.capacity.max(1),
+        scratch_dir: args.scratch_dir.unwrap_or_else(std::env::temp_dir),
+        allow_local_media: args.allow_local_media,
+        shared_input_buckets: args.shared_input_buckets,
+        max_attempts: args.max_attempts.max(1),
+        retry_delays_ms: args.retry_delays_ms,
+        heartbeat_interval: Duration::from_secs(args.heartbeat_s.max(1)),
+        grace: Duration::from_secs(args.grace_s),
+        exit_when_idle: args.exit_when_idle_s.map(Duration::from_secs),
+        ..Default::default()
+    };
+    Worker::new(bus, store, cfg).run(shutdown_on_signals()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    // The scheduler validates too; refusing here saves a round trip.
+    let job = match Job::from_json(&body, &ValidationContext { allow_local_media: true }) {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("{}: {e}", e.code());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let bus = AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?;
+    topology::declare_core(&bus).await?;
+    let mut feed = None;
+    if args.wait {
+        let owner = format!("submit-{}-{}", job.job_id(), std::process::id());
+        let pattern = format!("job.{}.#", job.job_id());
+        let q = topology::declare_feed(&bus, &owner, "events", topology::EVENTS_EXCHANGE, &pattern).await?;
+        feed = Some(bus.consume(&q, 64).await?);
+    }
+    let msg = Message::new(job.job_id().to_string(), body).with_priority(job.priority());
+    bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, msg).await?;
+    println!("submitted {}", job.job_id());
+    let Some(mut feed) = feed else { return Ok(ExitCode::SUCCESS) };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
+    loop {
+        let d = tokio::select! {
+            d = feed.next() => d.context("event feed closed")??,
+            _ = tokio::time::sleep_until(deadline) => bail!("no result within {} s", args.timeout_s),
+        };
+        let ev: Event = serde_json::from_slice(&d.message.body)?;
+        d.ack().await?;
+        match ev.event {
+            EventBody::State { state, detail } => {
+                println!("{} {}", state.as_str(), detail.unwrap_or_default());
+            }
+            EventBody::Progress { stage, done, total } => println!("  {} {done}/{total}", stage.as_str()),
+            EventBody::Finished { result } => {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+                return Ok(if result.status == JobStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+        }
+    }
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/jobs/{}", args.api.trim_end_matches('/'), args.job_id);
+    let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+    let code = resp.status();
+    let body: serde_json::Value = resp.json().await?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,236 @@
+//! `runtime` owns a worker's life: declare and consume the work queues of the profiles it
+//! serves (prefetch = capacity), follow the control feed (cancellations), publish heartbeats,
+//! run each task ([`task`]), and stop cleanly: on shutdown it stops consuming, lets running
+//! tasks finish within a grace period, then interrupts them so their messages are requeued.
+//! With `exit_when_idle` it stops by itself once nothing has arrived for that long (Kubernetes
+//! batch Jobs).
+
+pub mod control;
+pub mod task;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus::{Bus, Delivery, topology};
+use chrono::Utc;
+use protocol::{Control, JobKind};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::media::MediaLimits;
+use crate::pipeline::create::CreatePipeline;
+use crate::pipeline::edit::EditPipeline;
+use crate::storage::Store;
+use control::{Identity, Registry};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's id in events, results and heartbeats (unique per worker).
+    pub id: String,
+    /// Model profiles served; one work queue per (kind, profile).
+    pub profiles: Vec<String>,
+    /// Job kinds served.
+    pub kinds: Vec<JobKind>,
+    /// Tasks run at once (and the prefetch of each work queue).
+    pub capacity: usize,
+    /// Where per-attempt scratch directories go.
+    pub scratch_dir: PathBuf,
+    /// Accept `file:///` inputs (the embedded mode only).
+    pub allow_local_media: bool,
+    /// Input buckets any tenant may read besides its own prefix.
+    pub shared_input_buckets: Vec<String>,
+    /// Media guards.
+    pub limits: MediaLimits,
+    /// Attempts before a task goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Delays of the retry ladder's rungs, in milliseconds, shortest first.
+    pub retry_delays_ms: Vec<u32>,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// How long running tasks may take to finish after a shutdown request.
+    pub grace: Duration,
+    /// Stop once nothing has arrived and nothing has run for this long.
+    pub exit_when_idle: Option<Duration>,
+    /// The compute device, as reported in heartbeats.
+    pub device: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: format!("worker-{}-{}", hostname(), std::process::id()),
+            profiles: vec!["default".into()],
+            kinds: vec![JobKind::Edit, JobKind::Create],
+            capacity: 1,
+            scratch_dir: std::env::temp_dir(),
+            allow_local_media: false,
+            shared_input_buckets: Vec::new(),
+            limits: MediaLimits::default(),
+            max_attempts: 3,
+            retry_delays_ms: vec![1_000, 5_000, 30_000],
+            heartbeat_interval: Duration::from_secs(5),
+            grace: Duration::from_secs(30),
+            exit_when_idle: None,
+            device: "cpu".into(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "local".into())
+}
+
+/// Why the worker as a whole stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker failed.
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+}
+
+/// A worker: consumes tasks, runs pipelines, stores outputs.
+pub struct Worker {
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cfg: WorkerConfig,
+    pub(crate) edit: EditPipeline,
+    pub(crate) create: CreatePipeline,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) rungs: Vec<String>,
+}
+
+impl Worker {
+    /// A worker over a bus and a store.
+    pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn Store>, cfg: WorkerConfig) -> Self {
+        Worker {
+            bus,
+            store,
+            cfg,
+            edit: EditPipeline::default(),
+            create: CreatePipeline::default(),
+            registry: Arc::default(),
+            rungs: Vec::new(),
+        }
+    }
+
+    /// Declares its queues and consumes until `shutdown` is cancelled (or it has been idle for
+    /// `exit_when_idle`); then drains as described in the module docs.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let bus = self.bus.clone();
+        topology::declare_core(bus.as_ref()).await?;
+        self.rungs = topology::declare_retry_ladder(bus.as_ref(), &self.cfg.retry_delays_ms).await?;
+        let control_q =
+            topology::declare_feed(bus.as_ref(), &self.cfg.id, "control", topology::CONTROL_EXCHANGE, "").await?;
+        let mut control = bus.consume(&control_q, 64).await?;
+        let stop_consuming = CancellationToken::new();
+        let prefetch = u16::try_from(self.cfg.capacity).unwrap_or(u16::MAX);
+        let (tx, mut rx) = mpsc::channel::<Delivery>(self.cfg.capacity.max(1));
+        for kind in &self.cfg.kinds {
+            for profile in &self.cfg.profiles {
+                let queue = topology::declare_task_queue(bus.as_ref(), *kind, profile).await?;
+                let mut consumer = bus.consume(&queue, prefetch).await?;
+                let (tx, stop) = (tx.clone(), stop_consuming.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            next = consumer.next() => next,
+                        };
+                        match next {
+                            Some(Ok(d)) => {
+                                if tx.send(d).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Some(Err(e)) => {
+                                warn!(%queue, error = %e, "consume failed");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            None => break,
+                        }
+                    }
+                });
+            }
+        }
+        drop(tx);
+        let identity = Identity {
+            id: self.cfg.id.clone(),
+            kinds: self.cfg.kinds.clone(),
+            profiles: self.cfg.profiles.clone(),
+            models: vec!["baseline".into()],
+            capacity: u32::try_from(self.cfg.capacity).unwrap_or(u32::MAX),
+            device: self.cfg.device.clone(),
+            started_at: Utc::now(),
+        };
+        let beating = tokio::spawn(control::heartbeats(
+            bus.clone(),
+            identity,
+            self.registry.clone(),
+            self.cfg.heartbeat_interval,
+        ));
+        info!(worker = %self.cfg.id, profiles = ?self.cfg.profiles, capacity = self.cfg.capacity, "worker consuming");
+
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.cfg.capacity.max(1)));
+        let mut running = tokio::task::JoinSet::new();
+        let mut last_activity = Instant::now();
+        let mut idle_check = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                d = rx.recv() => {
+                    let Some(d) = d else { break };
+                    last_activity = Instant::now();
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+                    let this = this.clone();
+                    running.spawn(async move {
+                        this.handle(d).await;
+                        drop(permit);
+                    });
+                }
+                c = control.next() => match c {
+                    Some(Ok(d)) => {
+                        if let Ok(Control::Cancel { job_id, .. }) = serde_json::from_slice(&d.message.body) {
+                            info!(%job_id, "cancellation requested");
+                            this.registry.cancel(&job_id);
+                        }
+                        let _ = d.ack().await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "control consume failed"),
+                    None => {}
+                },
+                _ = idle_check.tick() => {
+                    while running.try_join_next().is_some() {}
+                    if !running.is_empty() {
+                        last_activity = Instant::now();
+                    } else if this.cfg.exit_when_idle.is_some_and(|idle| last_activity.elapsed() >= idle) {
+                        info!("idle; exiting");
+                        break;
+                    }
+                }
+            }
+        }
+        // Stop taking work; deliveries not started go back to their queues when dropped.
+        stop_consuming.cancel();
+        drop(rx);
+        let grace = tokio::time::sleep(this.cfg.grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                j = running.join_next() => if j.is_none() { break },
+                _ = &mut grace => {
+                    warn!(in_flight = running.len(), "grace period over; interrupting running tasks");
+                    this.registry.interrupt_all();
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        beating.abort();
+        info!(worker = %this.cfg.id, "worker stopped");
+        Ok(())
+    }
+}
