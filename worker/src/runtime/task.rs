@@ -101,7 +101,7 @@ impl Worker {
                     self.commit(r, acker).await
                 }
                 Attempt::Retry(why) => self.retry(task, acker, why).await,
-                Attempt::Requeue(why) => requeue(acker, &why).await,
+                Attempt::Requeue(why) => self.put_back(task, acker, &why).await,
             }
         }
         .instrument(span)
@@ -142,6 +142,24 @@ impl Worker {
         self.publish_state(&job, JobState::Retrying, Some(why)).await;
         if let Err(e) = acker.ack().await {
             warn!("ack after retry publish failed ({e}); a duplicate attempt will find result.json");
+        }
+    }
+
+    /// Puts an interrupted task back on its work queue as it was (same attempt: an interruption
+    /// by shutdown is not the job's failure), then acks.
+    async fn put_back(&self, task: Task, acker: Box<dyn Acker>, why: &str) {
+        let job = &task.job;
+        let queue = topology::task_queue(job.kind(), job.profile());
+        let msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"))
+            .with_priority(job.priority());
+        match self.bus.publish("", &queue, msg).await {
+            Ok(()) => {
+                info!("put back on {queue}: {why}");
+                if let Err(e) = acker.ack().await {
+                    warn!("ack after put-back failed ({e}); a duplicate will find result.json");
+                }
+            }
+            Err(e) => requeue(acker, &format!("{why}; put-back failed: {e}")).await,
         }
     }
 

@@ -1,0 +1,290 @@
+//! A fleet for integration tests: real `reelforge scheduler` and `reelforge worker` processes
+//! against the real RabbitMQ on 127.0.0.1:5672, each test in a vhost of its own so tests run in
+//! parallel without sharing queues. The vhost is deleted when the fleet is dropped.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bus::amqp::AmqpBus;
+use bus::{Bus, Consumer, Message, topology};
+use protocol::{Event, EventBody, JobResult, JobState};
+use serde_json::{Value, json};
+
+pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672";
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl on PATH");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub struct Fleet {
+    pub vhost: String,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub bus: AmqpBus,
+    events: Box<dyn Consumer>,
+    pub seen: Vec<Event>,
+    procs: HashMap<String, Child>,
+    pub sample: PathBuf,
+}
+
+impl Fleet {
+    pub async fn new(name: &str) -> Fleet {
+        let vhost = format!("test-{name}-{}", std::process::id());
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let url = format!("{RABBIT}/{vhost}");
+        let bus = AmqpBus::connect(&url).await.expect("RabbitMQ on 127.0.0.1:5672 (run deploy/scripts/test.sh)");
+        topology::declare_core(&bus).await.unwrap();
+        let q = topology::declare_feed(&bus, "test", "events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
+        let events = bus.consume(&q, 1000).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sample = dir.path().join("sample.mp4");
+        worker::samples::write_sample_video(&sample, 2.0, 10, 96, 64, 1).unwrap();
+        Fleet { vhost, url, dir, bus, events, seen: Vec::new(), procs: HashMap::new(), sample }
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_reelforge"))
+            .args(args)
+            .env("REELFORGE_AMQP_URL", &self.url)
+            .env("REELFORGE_ALLOW_LOCAL_MEDIA", "true")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(name.to_owned(), child);
+    }
+
+    /// Starts a scheduler replica; returns its API address.
+    pub fn scheduler(&mut self, name: &str, extra: &[&str]) -> String {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["scheduler", "--id", name, "--listen", &listen];
+        args.extend_from_slice(extra);
+        self.spawn(name, &args);
+        format!("http://{listen}")
+    }
+
+    /// Starts a worker storing under the fleet's store dir.
+    pub fn worker(&mut self, name: &str, extra: &[&str]) {
+        let store = self.store();
+        let store = store.to_str().unwrap().to_owned();
+        let mut args =
+            vec!["worker", "--id", name, "--store-dir", &store, "--retry-delays-ms", "200,400", "--heartbeat-s", "1"];
+        args.extend_from_slice(extra);
+        self.spawn(name, &args);
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.procs.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self, name: &str) -> Option<i32> {
+        let mut c = self.procs.remove(name)?;
+        unsafe_sigterm(c.id());
+        for _ in 0..300 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        None
+    }
+
+    /// Waits for a process to exit by itself.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<i32> {
+        let c = self.procs.get_mut(name)?;
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < timeout {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.procs.remove(name);
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn edit(&self, id: &str) -> Value {
+        json!({
+            "v": 1, "kind": "edit", "job_id": id, "tenant": "t1",
+            "source": format!("file://{}", self.sample.display()),
+            "guidance": { "instruction": "x" },
+            "options": { "clips": 1, "clip_seconds_min": 1.0, "clip_seconds_max": 1.0 }
+        })
+    }
+
+    /// A job that takes a few seconds: many clips cut from a longer video.
+    pub fn slow_edit(&self, id: &str) -> Value {
+        let long = self.dir.path().join("long.mp4");
+        if !long.exists() {
+            worker::samples::write_sample_video(&long, 16.0, 25, 640, 360, 4).unwrap();
+        }
+        json!({
+            "v": 1, "kind": "edit", "job_id": id, "tenant": "t1",
+            "source": format!("file://{}", long.display()),
+            "guidance": { "instruction": "x" },
+            "options": { "clips": 16, "clip_seconds_min": 1.0, "clip_seconds_max": 1.0 }
+        })
+    }
+
+    pub async fn submit(&self, job: &Value) {
+        let id = job["job_id"].as_str().unwrap_or("x").to_owned();
+        let p = job["priority"].as_u64().unwrap_or(4) as u8;
+        self.submit_raw(&id, job.to_string().into_bytes(), p).await;
+    }
+
+    pub async fn submit_raw(&self, id: &str, body: Vec<u8>, priority: u8) {
+        let msg = Message::new(id, body).with_priority(priority);
+        self.bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, msg).await.unwrap();
+    }
+
+    /// Reads events until `pred` holds for the last one; fails after `timeout`.
+    pub async fn until(&mut self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let d = tokio::time::timeout_at(deadline, self.events.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out; events so far: {:#?}", self.brief()))
+                .unwrap()
+                .unwrap();
+            let ev: Event = serde_json::from_slice(&d.message.body).unwrap();
+            d.ack().await.unwrap();
+            self.seen.push(ev.clone());
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    }
+
+    /// Waits until `id` has reached `state`, counting events already seen.
+    pub async fn reached(&mut self, id: &str, state: JobState, timeout: Duration) {
+        if self.count(id, state) > 0 {
+            return;
+        }
+        self.until(timeout, |e| {
+            e.job_id.as_str() == id && matches!(e.event, EventBody::State { state: s, .. } if s == state)
+        })
+        .await;
+    }
+
+    /// Waits until every id has a `finished` event; returns the results.
+    pub async fn finished(&mut self, ids: &[&str], timeout: Duration) -> HashMap<String, JobResult> {
+        let mut out: HashMap<String, JobResult> = self.results();
+        while ids.iter().any(|id| !out.contains_key(*id)) {
+            let ev = self.until(timeout, |e| matches!(e.event, EventBody::Finished { .. })).await;
+            if let EventBody::Finished { result } = ev.event {
+                out.insert(result.job_id.to_string(), *result);
+            }
+        }
+        out
+    }
+
+    /// Results seen so far (the first `finished` per job).
+    pub fn results(&self) -> HashMap<String, JobResult> {
+        let mut out = HashMap::new();
+        for e in &self.seen {
+            if let EventBody::Finished { result } = &e.event {
+                out.entry(result.job_id.to_string()).or_insert_with(|| (**result).clone());
+            }
+        }
+        out
+    }
+
+    pub fn count(&self, id: &str, state: JobState) -> usize {
+        self.seen
+            .iter()
+            .filter(|e| e.job_id.as_str() == id && matches!(e.event, EventBody::State { state: s, .. } if s == state))
+            .count()
+    }
+
+    pub fn finished_count(&self, id: &str) -> usize {
+        self.seen.iter().filter(|e| e.job_id.as_str() == id && matches!(e.event, EventBody::Finished { .. })).count()
+    }
+
+    fn brief(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .map(|e| match &e.event {
+                EventBody::State { state, detail } => format!("{} {} {:?}", e.job_id, state.as_str(), detail),
+                EventBody::Progress { stage, .. } => format!("{} progress {}", e.job_id, stage.as_str()),
+                EventBody::Finished { result } => {
+                    format!("{} finished {:?} {:?}", e.job_id, result.status, result.error)
+                }
+            })
+            .collect()
+    }
+
+    pub fn outputs_of(&self, tenant: &str, id: &str) -> Vec<String> {
+        let dir = self.store().join(tenant).join(id);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.procs.keys().cloned().collect();
+        for n in names {
+            self.kill(&n);
+        }
+        if std::thread::panicking() {
+            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "log") {
+                    eprintln!("==== {} ====\n{}", p.display(), tail(&p));
+                }
+            }
+        }
+        let _ = Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.vhost]).output();
+    }
+}
+
+fn tail(p: &Path) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+/// Polls an HTTP GET until it answers 200, or panics.
+pub async fn wait_http(url: &str) {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not come up");
+}
