@@ -141,6 +141,24 @@ fn one() -> u32 {
 }
 
 impl JobResult {
+    /// A result with no outputs, timings, models or error, finished now.
+    pub fn new(job_id: JobId, tenant: TenantId, kind: Option<JobKind>, status: JobStatus) -> Self {
+        JobResult {
+            v: crate::WIRE_VERSION,
+            job_id,
+            tenant,
+            kind,
+            status,
+            outputs: Vec::new(),
+            timings: Vec::new(),
+            models: Vec::new(),
+            error: None,
+            attempt: 1,
+            worker: None,
+            finished_at: Utc::now(),
+        }
+    }
+
     /// A failed (or cancelled/expired) result with no outputs.
     pub fn failure(
         job_id: JobId,
@@ -151,18 +169,8 @@ impl JobResult {
         message: impl Into<String>,
     ) -> Self {
         JobResult {
-            v: crate::WIRE_VERSION,
-            job_id,
-            tenant,
-            kind,
-            status,
-            outputs: Vec::new(),
-            timings: Vec::new(),
-            models: Vec::new(),
             error: Some(JobError { code, message: message.into() }),
-            attempt: 1,
-            worker: None,
-            finished_at: Utc::now(),
+            ..JobResult::new(job_id, tenant, kind, status)
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct WorkerArgs {
     /// Accept `file:///` media (single-machine setups and tests; never for shared fleets).
     #[arg(long, env = "REELFORGE_ALLOW_LOCAL_MEDIA")]
     allow_local_media: bool,
+    /// Run no pipeline: commit an empty success for every task (dispatch benchmarks only).
+    #[arg(long, hide = true)]
+    noop_pipeline: bool,
 }
 
 /// `reelforge submit`.
@@ -200,6 +203,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         heartbeat_interval: Duration::from_secs(args.heartbeat_s.max(1)),
         grace: Duration::from_secs(args.grace_s),
         exit_when_idle: args.exit_when_idle_s.map(Duration::from_secs),
+        noop_pipeline: args.noop_pipeline,
         ..Default::default()
     };
     Worker::new(bus, store, cfg).run(shutdown_on_signals()).await?;

@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     pub exit_when_idle: Option<Duration>,
     /// The compute device, as reported in heartbeats.
     pub device: String,
+    /// Skip fetching and pipelines and commit an empty success: measures the fleet itself
+    /// (dispatch benchmarks), never for real work.
+    pub noop_pipeline: bool,
 }
 
 impl Default for WorkerConfig {
@@ -75,6 +78,7 @@ impl Default for WorkerConfig {
             grace: Duration::from_secs(30),
             exit_when_idle: None,
             device: "cpu".into(),
+            noop_pipeline: false,
         }
     }
 }
