@@ -292,6 +292,9 @@ async fn http_api_submits_reports_and_lists_workers() {
     assert_eq!(view["state"], "succeeded", "{view}");
     assert_eq!(view["result"]["outputs"].as_array().unwrap().len(), 2);
     assert_eq!(client.get(format!("{api}/v1/jobs/nope")).send().await.unwrap().status(), 404);
+    let queues: serde_json::Value = client.get(format!("{api}/v1/queues")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(queues["reelforge.submit"], 0, "{queues}");
+    assert_eq!(queues["reelforge.tasks.edit.default"], 0, "{queues}");
     let mut workers = serde_json::Value::Null;
     for _ in 0..50 {
         workers = client.get(format!("{api}/v1/workers")).send().await.unwrap().json().await.unwrap();

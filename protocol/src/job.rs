@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::error::{ProtocolError, ValidationError};
 use crate::ids::{JobId, TenantId};
 use crate::limits::*;
-use crate::media::{MediaLocation, MediaUri};
+use crate::media::MediaUri;
 
 /// A job: what to make, for whom, by when. Tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -567,11 +567,6 @@ impl EditJob {
             check_size("options.output_size", size)?;
         }
         Ok(())
-    }
-
-    /// The parsed source location (valid after [`EditJob::validate`]).
-    pub fn source_location(&self, allow_local: bool) -> Result<MediaLocation, ValidationError> {
-        self.source.parse("source", allow_local)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The scheduler's HTTP API: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (state and
 //! result), `POST /v1/jobs/{id}/cancel`, `GET /v1/workers` (live workers from heartbeats),
-//! `GET /healthz` (the process is up) and `GET /readyz` (the broker is reachable).
+//! `GET /v1/queues` (ready messages per queue), `GET /healthz` (the process is up) and
+//! `GET /readyz` (the broker is reachable).
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct ApiState {
     pub table: JobTable,
     /// Validation applied to submissions before they are queued.
     pub validation: ValidationContext,
+    /// Profiles the scheduler accepts without a live worker (their work queues are reported).
+    pub profiles: Vec<String>,
 }
 
 /// The API's routes.
@@ -35,6 +38,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/workers", get(workers))
+        .route("/v1/queues", get(queues))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state)
@@ -101,6 +105,31 @@ async fn cancel(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
 
 async fn workers(State(s): State<ApiState>) -> axum::Json<Vec<Heartbeat>> {
     axum::Json(s.table.workers().await)
+}
+
+/// Ready messages in the fleet's queues: submit, held, dead-letter, and the work queue of every
+/// kind and profile configured or announced by a live worker.
+async fn queues(State(s): State<ApiState>) -> Response {
+    let mut names: Vec<String> =
+        [topology::SUBMIT_QUEUE, topology::HELD_QUEUE, topology::DEAD_LETTER_QUEUE].map(String::from).to_vec();
+    let mut profiles = s.profiles.clone();
+    for w in s.table.workers().await {
+        profiles.extend(w.profiles);
+    }
+    profiles.sort();
+    profiles.dedup();
+    for p in &profiles {
+        for kind in [protocol::JobKind::Edit, protocol::JobKind::Create] {
+            names.push(topology::task_queue(kind, p));
+        }
+    }
+    let mut depths = serde_json::Map::new();
+    for name in names {
+        // A work queue nobody declared yet has no messages.
+        let depth = s.bus.depth(&name).await.unwrap_or(0);
+        depths.insert(name, json!(depth));
+    }
+    axum::Json(serde_json::Value::Object(depths)).into_response()
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {

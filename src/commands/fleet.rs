@@ -161,6 +161,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         bus,
         table: sched.table(),
         validation: ValidationContext { allow_local_media: cfg.allow_local_media },
+        profiles: cfg.profiles.clone(),
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
