@@ -1,6 +1,9 @@
 //! One module per subcommand; each wires library crates and prints.
 
 pub mod demo;
+pub mod eval;
+pub mod models;
+pub mod train;
 pub mod validate;
 
 use std::process::ExitCode;

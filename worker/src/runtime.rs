@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub allow_local_media: bool,
     /// Media guards.
     pub limits: MediaLimits,
+    /// An MCVD checkpoint directory for the creator; without one, `predict` and `interpolate`
+    /// use the classical baselines and `generate` and `edit` are refused.
+    pub mcvd: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +56,7 @@ impl Default for WorkerConfig {
             scratch_dir: std::env::temp_dir(),
             allow_local_media: false,
             limits: MediaLimits::default(),
+            mcvd: None,
         }
     }
 }
@@ -63,6 +67,9 @@ pub enum WorkerError {
     /// The broker failed.
     #[error(transparent)]
     Bus(#[from] bus::BusError),
+    /// A configured model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] crate::models::mcvd::McvdError),
 }
 
 /// A worker: consumes tasks, runs pipelines, stores outputs.
@@ -87,7 +94,13 @@ impl Worker {
     }
 
     /// Declares its queues and consumes until `shutdown` is cancelled; in-flight tasks finish.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        if let Some(dir) = &self.cfg.mcvd {
+            let encode = self.create.encode.clone();
+            self.create = CreatePipeline::with_mcvd(dir)?;
+            self.create.encode = encode;
+            info!(model = %dir.display(), "creator: MCVD loaded");
+        }
         topology::declare_core(self.bus.as_ref()).await?;
         let prefetch = u16::try_from(self.cfg.capacity).unwrap_or(u16::MAX);
         let (tx, mut rx) = mpsc::channel(self.cfg.capacity.max(1));
