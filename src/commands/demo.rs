@@ -50,7 +50,7 @@ pub struct DemoArgs {
 }
 
 /// Default training steps of the demo's tiny MCVD.
-const DEMO_MCVD_STEPS: usize = 150;
+const DEMO_MCVD_STEPS: usize = 20;
 
 const DEMO_EVENTS_QUEUE: &str = "reelforge.demo.events";
 

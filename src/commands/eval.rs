@@ -43,8 +43,8 @@ pub struct EvalMcvdArgs {
 
 pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
     let EvalCommand::Mcvd(args) = cmd;
-    let model = Mcvd::load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model =
+        Mcvd::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let sampler = match args.sampler.as_str() {
         "ddpm" => SamplerKind::Ddpm,
         "ddim" => SamplerKind::Ddim,
@@ -63,7 +63,11 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(["method", "PSNR (dB)", "SSIM"]);
     for r in &rows {
-        table.add_row([r.method.clone(), format!("{:.2}", r.psnr), format!("{:.4}", r.ssim)]);
+        table.add_row([
+            r.method.clone(),
+            format!("{:.2}", r.psnr),
+            format!("{:.4}", r.ssim),
+        ]);
     }
     let cfg = model.config();
     println!(

@@ -31,11 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("smmnist", McvdConfig::smmnist(), smmnist_batch),
     ] {
         let mut trainer = McvdTrainer::new(&cfg, 0)?;
-        let params: usize = trainer
-            .ema_tensors()
-            .values()
-            .map(|t| t.elem_count())
-            .sum();
+        let params: usize = trainer.ema_tensors().values().map(|t| t.elem_count()).sum();
         let s = cfg.image_size;
         // Sampling step.
         let model = trainer.raw_model()?;

@@ -131,7 +131,12 @@ impl Schedule {
     }
 
     /// x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε, with one `t` per batch item.
-    pub fn q_sample(&self, x0: &Tensor, noise: &Tensor, t: &[usize]) -> candle_core::Result<Tensor> {
+    pub fn q_sample(
+        &self,
+        x0: &Tensor,
+        noise: &Tensor,
+        t: &[usize],
+    ) -> candle_core::Result<Tensor> {
         let b = x0.dim(0)?;
         assert_eq!(t.len(), b, "one step per batch item");
         let shape = [b, 1, 1, 1];
@@ -235,22 +240,22 @@ impl<'m> Diffusion<'m> {
         let cfg = self.cfg();
         let s = cfg.image_size;
         let zeros = |n: usize| Tensor::zeros((1, n * cfg.channels, s, s), DType::F32, &Device::Cpu);
-        let block = |frames: Option<&[Tensor]>, n: usize, from_end: bool| {
-            match frames.filter(|f| !f.is_empty() && n > 0) {
-                None => zeros(n),
-                Some(f) => {
-                    let picked: Vec<Tensor> = (0..n)
-                        .map(|i| {
-                            let idx = if from_end {
-                                (f.len() + i).saturating_sub(n)
-                            } else {
-                                i.min(f.len() - 1)
-                            };
-                            f[idx].clone()
-                        })
-                        .collect();
-                    Tensor::cat(&picked, 0)?.unsqueeze(0)
-                }
+        let block = |frames: Option<&[Tensor]>, n: usize, from_end: bool| match frames
+            .filter(|f| !f.is_empty() && n > 0)
+        {
+            None => zeros(n),
+            Some(f) => {
+                let picked: Vec<Tensor> = (0..n)
+                    .map(|i| {
+                        let idx = if from_end {
+                            (f.len() + i).saturating_sub(n)
+                        } else {
+                            i.min(f.len() - 1)
+                        };
+                        f[idx].clone()
+                    })
+                    .collect();
+                Tensor::cat(&picked, 0)?.unsqueeze(0)
             }
         };
         let p = block(past, cfg.num_frames_cond, true)?;
@@ -276,9 +281,8 @@ impl<'m> Diffusion<'m> {
                 Schedule::timesteps(big_t - 1, self.steps),
             ),
             Some((x0, strength)) => {
-                let t_start = ((strength.clamp(0.0, 1.0) * big_t as f64) as usize)
-                    .clamp(1, big_t)
-                    - 1;
+                let t_start =
+                    ((strength.clamp(0.0, 1.0) * big_t as f64) as usize).clamp(1, big_t) - 1;
                 let n = ((self.steps as f64 * strength).ceil() as usize).max(1);
                 let noise = rng.normal_tensor(&shape)?;
                 (

@@ -164,7 +164,9 @@ mod tests {
 
     #[test]
     fn identical_frames_score_perfectly_and_noise_scores_less() {
-        let a = RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, 90]));
+        let a = RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([(x * 16) as u8, (y * 16) as u8, 90])
+        });
         assert_eq!(psnr(&a, &a), 100.0);
         assert!((ssim(&a, &a) - 1.0).abs() < 1e-9);
         let mut b = a.clone();

@@ -83,7 +83,13 @@ impl McvdTrainer {
     /// A fresh model initialised from `seed`.
     pub fn new(cfg: &McvdConfig, seed: u64) -> Result<Self, TrainError> {
         let (varmap, model) = mcvd::init_model(cfg, seed)?;
-        Self::assemble(cfg, varmap, model, 0, SeededNoise::new(seed.wrapping_add(1)))
+        Self::assemble(
+            cfg,
+            varmap,
+            model,
+            0,
+            SeededNoise::new(seed.wrapping_add(1)),
+        )
     }
 
     fn assemble(
@@ -134,7 +140,8 @@ impl McvdTrainer {
         )
         .map_err(|e| bad(STATE_FILE, e.to_string()))?;
         let tensors = candle_core::safetensors::load(dir.join(STATE_TENSORS_FILE), &Device::Cpu)?;
-        let ema_tensors = candle_core::safetensors::load(dir.join(mcvd::WEIGHTS_FILE), &Device::Cpu)?;
+        let ema_tensors =
+            candle_core::safetensors::load(dir.join(mcvd::WEIGHTS_FILE), &Device::Cpu)?;
         let (varmap, model) = mcvd::init_model(&cfg, 0)?;
         let mut t = Self::assemble(
             &cfg,
@@ -149,7 +156,11 @@ impl McvdTrainer {
                 .ok_or_else(|| bad(file, format!("missing tensor `{key}`")))
         };
         for (i, name) in t.names.iter().enumerate() {
-            t.vars[i].set(&get(&tensors, &format!("param.{name}"), STATE_TENSORS_FILE)?)?;
+            t.vars[i].set(&get(
+                &tensors,
+                &format!("param.{name}"),
+                STATE_TENSORS_FILE,
+            )?)?;
             t.m[i] = get(&tensors, &format!("adam_m.{name}"), STATE_TENSORS_FILE)?;
             t.v[i] = get(&tensors, &format!("adam_v.{name}"), STATE_TENSORS_FILE)?;
             t.ema[i] = get(&ema_tensors, name, mcvd::WEIGHTS_FILE)?;
@@ -196,7 +207,9 @@ impl McvdTrainer {
         let past = past.broadcast_mul(&mask(cfg.prob_mask_cond)?)?;
         let future = future.broadcast_mul(&mask(cfg.prob_mask_future)?)?;
         let cond = Tensor::cat(&[past, future], 1)?;
-        let t: Vec<usize> = (0..b).map(|_| self.rng.below(self.schedule.len())).collect();
+        let t: Vec<usize> = (0..b)
+            .map(|_| self.rng.below(self.schedule.len()))
+            .collect();
         let noise = self.rng.normal_tensor(&[b, cfg.x_channels(), s, s])?;
         let xt = self.schedule.q_sample(&x0, &noise, &t)?;
         let tt = Tensor::from_vec(
@@ -234,7 +247,10 @@ impl McvdTrainer {
         let cfg = &self.cfg;
         let lr = cfg.lr * (self.step as f64 / cfg.warmup.max(1) as f64).min(1.0);
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
-        let (c1, c2) = (1.0 - b1.powi(self.step as i32), 1.0 - b2.powi(self.step as i32));
+        let (c1, c2) = (
+            1.0 - b1.powi(self.step as i32),
+            1.0 - b2.powi(self.step as i32),
+        );
         // EMA warm-up: short runs are not dominated by the initial weights.
         let rate = cfg
             .ema_rate
@@ -276,7 +292,11 @@ impl McvdTrainer {
 
     /// A model over a copy of the raw weights.
     pub fn raw_model(&self) -> Result<Mcvd, TrainError> {
-        let vb = VarBuilder::from_tensors(mcvd::varmap_tensors(&self.varmap)?, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(
+            mcvd::varmap_tensors(&self.varmap)?,
+            DType::F32,
+            &Device::Cpu,
+        );
         Ok(Mcvd::new(vb, &self.cfg)?)
     }
 
@@ -285,7 +305,10 @@ impl McvdTrainer {
         mcvd::save_checkpoint(dir, &self.cfg, &self.ema_tensors())?;
         let mut state = HashMap::new();
         for (i, name) in self.names.iter().enumerate() {
-            state.insert(format!("param.{name}"), self.vars[i].as_tensor().copy()?.detach());
+            state.insert(
+                format!("param.{name}"),
+                self.vars[i].as_tensor().copy()?.detach(),
+            );
             state.insert(format!("adam_m.{name}"), self.m[i].clone());
             state.insert(format!("adam_v.{name}"), self.v[i].clone());
         }
