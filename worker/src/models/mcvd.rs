@@ -511,7 +511,7 @@ impl Attn {
 }
 
 enum Layer {
-    Res(ResBlock),
+    Res(Box<ResBlock>),
     Attn(Attn),
 }
 
@@ -564,11 +564,11 @@ impl Mcvd {
                 )?;
                 in_ch = out_ch;
                 if attn_at(level) {
-                    down.push((Layer::Res(res), false));
+                    down.push((Layer::Res(Box::new(res)), false));
                     let a = Attn::new(vbl.pp(format!("attn.{i}")), in_ch, cfg.n_head_channels)?;
                     down.push((Layer::Attn(a), true));
                 } else {
-                    down.push((Layer::Res(res), true));
+                    down.push((Layer::Res(Box::new(res)), true));
                 }
                 hs_c.push(in_ch);
             }
@@ -581,29 +581,29 @@ impl Mcvd {
                     Resampling::Down,
                     cfg.dropout,
                 )?;
-                down.push((Layer::Res(res), true));
+                down.push((Layer::Res(Box::new(res)), true));
                 hs_c.push(in_ch);
             }
         }
         let vbm = vb.pp("mid");
         let mid = [
-            Layer::Res(ResBlock::new(
+            Layer::Res(Box::new(ResBlock::new(
                 vbm.pp("res_0"),
                 in_ch,
                 in_ch,
                 temb,
                 Resampling::None,
                 cfg.dropout,
-            )?),
+            )?)),
             Layer::Attn(Attn::new(vbm.pp("attn"), in_ch, cfg.n_head_channels)?),
-            Layer::Res(ResBlock::new(
+            Layer::Res(Box::new(ResBlock::new(
                 vbm.pp("res_1"),
                 in_ch,
                 in_ch,
                 temb,
                 Resampling::None,
                 cfg.dropout,
-            )?),
+            )?)),
         ];
         let mut up = Vec::new();
         for level in (0..levels).rev() {
@@ -619,7 +619,7 @@ impl Mcvd {
                     Resampling::None,
                     cfg.dropout,
                 )?;
-                up.push((Layer::Res(res), true));
+                up.push((Layer::Res(Box::new(res)), true));
                 in_ch = out_ch;
             }
             if attn_at(level) {
@@ -635,7 +635,7 @@ impl Mcvd {
                     Resampling::Up,
                     cfg.dropout,
                 )?;
-                up.push((Layer::Res(res), false));
+                up.push((Layer::Res(Box::new(res)), false));
             }
         }
         debug_assert!(hs_c.is_empty());
