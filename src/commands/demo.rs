@@ -4,8 +4,8 @@
 //! events; a table of the outputs ends the run.
 //!
 //! The creator runs MCVD: unless `--mcvd DIR` names a checkpoint, the demo first trains the
-//! tiny configuration on the sample video itself for `--mcvd-steps` steps (a few seconds on two
-//! cores; the output is blurry, not random), then continues the video (`predict`) and makes a
+//! tiny configuration on the sample video itself for `--mcvd-steps` steps (batch 4; tens of
+//! seconds on two cores, so the output is still mostly noise), then continues the video (`predict`) and makes a
 //! new one from nothing (`generate`).
 
 use std::collections::BTreeMap;
@@ -51,6 +51,8 @@ pub struct DemoArgs {
 
 /// Default training steps of the demo's tiny MCVD.
 const DEMO_MCVD_STEPS: usize = 20;
+/// Batch size of the demo's training (small, to keep the demo fast on two cores).
+const DEMO_MCVD_BATCH: usize = 4;
 
 const DEMO_EVENTS_QUEUE: &str = "reelforge.demo.events";
 
@@ -236,7 +238,7 @@ fn train_demo_mcvd(video: &Path, dir: &Path, steps: usize) -> anyhow::Result<()>
         &mut trainer,
         &data,
         steps,
-        cfg.batch_size,
+        DEMO_MCVD_BATCH,
         dir,
         0,
         |_, loss| {
