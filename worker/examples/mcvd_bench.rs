@@ -2,7 +2,8 @@
 //! update) and one training step (loss, backward, AdamW, EMA), for the tiny configuration and
 //! the smmnist-sized one (ngf 64, ch_mult 1,2,3,4, 64×64, 5 past → 5 frames). Prints medians.
 //!
-//! `cargo run --release -p reelforge-worker --example mcvd_bench -- [RUNS] [SMMNIST_BATCH]`
+//! `cargo run [--release] -p reelforge-worker --example mcvd_bench -- [RUNS] [SMMNIST_BATCH]`
+//! (benches/RESULTS.md has the numbers and the exact command).
 
 use std::time::Instant;
 
