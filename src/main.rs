@@ -30,11 +30,14 @@ enum Command {
     /// Show a job's state and result, from the scheduler's HTTP API.
     Status(commands::fleet::StatusArgs),
     /// Manage model checkpoints (`models init-tiny --out DIR`).
-    Models,
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
     /// Train a model (`train mcvd`).
-    Train,
-    /// Evaluate a model (`eval mcvd`, `eval watermark`).
-    Eval,
+    #[command(subcommand)]
+    Train(commands::train::TrainCommand),
+    /// Evaluate a model (`eval mcvd`).
+    #[command(subcommand)]
+    Eval(commands::eval::EvalCommand),
     /// Detect the watermark in a file (`watermark detect FILE`).
     Watermark,
     /// Check a job document against the wire format and print the first problem.
@@ -61,8 +64,9 @@ fn main() -> ExitCode {
         Command::Worker(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::worker(args))),
         Command::Submit(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::submit(args))),
         Command::Status(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::status(args))),
-        Command::Models => commands::not_yet("tiny model checkpoints", "issues 5 and 6 (editor, creator)"),
-        Command::Train | Command::Eval => commands::not_yet("MCVD training and evaluation", "issue 6 (creator)"),
+        Command::Models(cmd) => commands::models::run(cmd),
+        Command::Train(cmd) => commands::train::run(cmd),
+        Command::Eval(cmd) => commands::eval::run(cmd),
         Command::Watermark => commands::not_yet("watermark detection", "issue 7 (fidelity)"),
     };
     match outcome {

@@ -1,7 +1,7 @@
 //! The scheduler's HTTP API: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (state and
 //! result), `POST /v1/jobs/{id}/cancel`, `GET /v1/workers` (live workers from heartbeats),
 //! `GET /v1/queues` (ready messages per queue), `GET /healthz` (the process is up) and
-//! `GET /readyz` (the broker is reachable).
+//! `GET /readyz` (consuming its queues, and the broker is reachable).
 
 use std::sync::Arc;
 
@@ -29,6 +29,8 @@ pub struct ApiState {
     pub validation: ValidationContext,
     /// Profiles the scheduler accepts without a live worker (their work queues are reported).
     pub profiles: Vec<String>,
+    /// Set once the scheduler consumes all its feeds.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The API's routes.
@@ -133,7 +135,9 @@ async fn queues(State(s): State<ApiState>) -> Response {
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
-    if s.bus.is_connected().await {
+    if !s.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the scheduler is not consuming its queues yet")
+    } else if s.bus.is_connected().await {
         "ready".into_response()
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "not connected to the broker")

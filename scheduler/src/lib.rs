@@ -68,12 +68,18 @@ pub struct Scheduler {
     bus: Arc<dyn Bus>,
     cfg: SchedulerConfig,
     table: JobTable,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Scheduler {
     /// A scheduler over `bus`, with an empty job table.
     pub fn new(bus: Arc<dyn Bus>, cfg: SchedulerConfig) -> Self {
-        Scheduler { bus, cfg, table: JobTable::spawn() }
+        Scheduler { bus, cfg, table: JobTable::spawn(), ready: Arc::default() }
+    }
+
+    /// True once the topology is declared and every feed is consumed (readiness).
+    pub fn ready_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.ready.clone()
     }
 
     /// A handle on the job table (status queries).
@@ -99,6 +105,7 @@ impl Scheduler {
         let mut holding = fairness::Holding::default();
         let slots = Arc::new(Semaphore::new(usize::from(self.cfg.prefetch.max(1))));
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         info!(%id, "scheduler running");
         loop {
             tokio::select! {
@@ -172,6 +179,7 @@ impl Scheduler {
                 }
             }
         }
+        self.ready.store(false, std::sync::atomic::Ordering::Relaxed);
         // Held deliveries not yet dispatched go back to the held queue when dropped.
         drop(holding);
         info!("scheduler stopped");

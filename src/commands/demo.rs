@@ -1,7 +1,12 @@
 //! `reelforge demo`: the embedded mode. The scheduler and a worker run in this process over the
-//! in-process bus and a local-directory store; one edit and one create job go through the same
+//! in-process bus and a local-directory store; one edit and two create jobs go through the same
 //! admission, routing, pipelines, storage and events as in the fleet. Progress bars follow the
 //! events; a table of the outputs ends the run.
+//!
+//! The creator runs MCVD: unless `--mcvd DIR` names a checkpoint, the demo first trains the
+//! tiny configuration on the sample video itself for `--mcvd-steps` steps (batch 4; tens of
+//! seconds on two cores, so the output is still mostly noise), then continues the video (`predict`) and makes a
+//! new one from nothing (`generate`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,10 @@ use protocol::{Event, EventBody, JobResult, JobStatus};
 use scheduler::{Scheduler, SchedulerConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use worker::models::mcvd::McvdConfig;
 use worker::storage::local::LocalStore;
+use worker::training::data::{TrainData, VideoClips};
+use worker::training::{self, McvdTrainer};
 use worker::{Worker, WorkerConfig};
 
 /// Arguments of `reelforge demo`.
@@ -33,7 +41,18 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
+    /// An MCVD checkpoint for the creator; without it the demo trains a tiny one.
+    #[arg(long)]
+    mcvd: Option<PathBuf>,
+    /// Training steps of the demo's tiny MCVD (0: untrained, as `models init-tiny` writes).
+    #[arg(long, default_value_t = DEMO_MCVD_STEPS)]
+    mcvd_steps: usize,
 }
+
+/// Default training steps of the demo's tiny MCVD.
+const DEMO_MCVD_STEPS: usize = 20;
+/// Batch size of the demo's training (small, to keep the demo fast on two cores).
+const DEMO_MCVD_BATCH: usize = 4;
 
 const DEMO_EVENTS_QUEUE: &str = "reelforge.demo.events";
 
@@ -52,6 +71,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    let mcvd = match &args.mcvd {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = out.join("models").join("mcvd");
+            let (video, steps) = (input.clone(), args.mcvd_steps);
+            let ckpt = dir.clone();
+            tokio::task::spawn_blocking(move || train_demo_mcvd(&video, &ckpt, steps)).await??;
+            dir
+        }
+    };
+
     let bus = Arc::new(MemoryBus::new());
     let store = Arc::new(LocalStore::new(out.join("store"))?);
     topology::declare_core(bus.as_ref()).await?;
@@ -66,6 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         capacity: 2,
         scratch_dir: out.join("scratch"),
         allow_local_media: true,
+        mcvd: Some(mcvd),
         ..Default::default()
     };
     let worker = Worker::new(bus.clone(), store, wcfg);
@@ -85,7 +116,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "v": 1, "kind": "create", "job_id": format!("demo-create-{stamp}"), "tenant": "demo", "priority": 5,
             "mode": "predict",
             "conditioning": { "source": source, "start_s": 1.0, "end_s": 2.0 },
-            "frames": 16, "fps": 8, "size": { "width": 256, "height": 144 }, "seed": 7
+            "frames": 16, "fps": 8, "size": { "width": 256, "height": 144 }, "seed": 7,
+            "sampler": { "kind": "ddim", "steps": 20 }
+        }),
+        json!({
+            "v": 1, "kind": "create", "job_id": format!("demo-generate-{stamp}"), "tenant": "demo", "priority": 5,
+            "mode": "generate",
+            "frames": 8, "fps": 8, "size": { "width": 256, "height": 144 }, "seed": 8,
+            "sampler": { "kind": "ddim", "steps": 20 }
         }),
     ];
 
@@ -140,6 +178,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     println!("outputs and result.json files are under {}", out.join("store").display());
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Trains the tiny MCVD on `video` for `steps` steps into `dir`, with a progress bar.
+fn train_demo_mcvd(video: &Path, dir: &Path, steps: usize) -> anyhow::Result<()> {
+    let cfg = McvdConfig::tiny();
+    if steps == 0 {
+        return super::models::init_tiny_mcvd(dir);
+    }
+    let data = TrainData::Videos(VideoClips::load_files(&[video.to_owned()], &cfg)?);
+    let mut trainer = McvdTrainer::new(&cfg, super::models::TINY_SEED)?;
+    let bar = ProgressBar::new(steps as u64)
+        .with_style(ProgressStyle::with_template("{prefix:>28} {bar:30.cyan/blue} {pos:>4}/{len:4} {msg}")?);
+    bar.set_prefix("training a tiny MCVD");
+    training::train(&mut trainer, &data, steps, DEMO_MCVD_BATCH, dir, 0, |_, loss| {
+        bar.set_message(format!("loss {loss:.3}"));
+        bar.inc(1);
+    })?;
+    bar.finish_with_message(format!("saved to {}", dir.display()));
+    Ok(())
 }
 
 fn print_table(results: &[JobResult]) -> anyhow::Result<()> {

@@ -95,6 +95,9 @@ pub struct WorkerArgs {
     /// Accept `file:///` media (single-machine setups and tests; never for shared fleets).
     #[arg(long, env = "REELFORGE_ALLOW_LOCAL_MEDIA")]
     allow_local_media: bool,
+    /// An MCVD checkpoint directory (`config.json` + `model.safetensors`) for the creator.
+    #[arg(long, env = "REELFORGE_MCVD")]
+    mcvd: Option<PathBuf>,
     /// Run no pipeline: commit an empty success for every task (dispatch benchmarks only).
     #[arg(long, hide = true)]
     noop_pipeline: bool,
@@ -162,6 +165,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         table: sched.table(),
         validation: ValidationContext { allow_local_media: cfg.allow_local_media },
         profiles: cfg.profiles.clone(),
+        ready: sched.ready_flag(),
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -205,6 +209,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(args.grace_s),
         exit_when_idle: args.exit_when_idle_s.map(Duration::from_secs),
         noop_pipeline: args.noop_pipeline,
+        mcvd: args.mcvd,
         ..Default::default()
     };
     Worker::new(bus, store, cfg).run(shutdown_on_signals()).await?;

@@ -1,7 +1,10 @@
 //! One module per subcommand; each wires library crates and prints.
 
 pub mod demo;
+pub mod eval;
 pub mod fleet;
+pub mod models;
+pub mod train;
 pub mod validate;
 
 use std::process::ExitCode;

@@ -176,6 +176,25 @@ impl Fleet {
         }
     }
 
+    /// Reads whatever events arrive during `period`.
+    pub async fn drain(&mut self, period: Duration) {
+        let deadline = tokio::time::Instant::now() + period;
+        while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, self.events.next()).await {
+            let ev: Event = serde_json::from_slice(&d.message.body).unwrap();
+            d.ack().await.unwrap();
+            self.seen.push(ev);
+        }
+    }
+
+    /// Jobs whose id starts with `prefix` that reached `state`.
+    pub fn count_prefix(&self, prefix: &str, state: JobState) -> usize {
+        self.seen
+            .iter()
+            .filter(|e| e.job_id.as_str().starts_with(prefix))
+            .filter(|e| matches!(e.event, EventBody::State { state: s, .. } if s == state))
+            .count()
+    }
+
     /// Waits until `id` has reached `state`, counting events already seen.
     pub async fn reached(&mut self, id: &str, state: JobState, timeout: Duration) {
         if self.count(id, state) > 0 {

@@ -1,6 +1,7 @@
 //! `worker` owns what runs a job: the [`runtime`] (consume, run, store, commit, ack), the
 //! [`pipeline`]s (edit and create), the [`models`], [`media`] I/O over FFmpeg, [`storage`] of
-//! inputs and outputs, and the synthetic [`samples`] the demo and tests encode.
+//! inputs and outputs, the synthetic [`samples`] the demo and tests encode, and MCVD's
+//! [`training`] and evaluation.
 
 pub mod media;
 pub mod models;
@@ -8,5 +9,6 @@ pub mod pipeline;
 pub mod runtime;
 pub mod samples;
 pub mod storage;
+pub mod training;
 
 pub use runtime::{Worker, WorkerConfig};

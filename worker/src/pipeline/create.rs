@@ -1,11 +1,16 @@
 //! The create pipeline, GeneRec's AI creator: a new micro-video from conditioning frames (or
 //! none). Stages, one type each: [`ConditioningFrames`] (decode the conditioning range at the
 //! job's fps and size), [`Synthesis`] (the frames to produce) and [`VideoWriter`] (H.264 MP4
-//! plus a JPEG thumbnail). Until MCVD lands, synthesis is the classical baseline: linear
-//! extrapolation for `predict`, linear blending for `interpolate`; `generate` and `edit` need
-//! the diffusion model and fail with a clear error.
+//! plus a JPEG thumbnail). With an MCVD checkpoint loaded, synthesis is MCVD's diffusion
+//! (conditioning frames resized to the model's size, output upscaled to the job's): predict,
+//! interpolate, generate and edit (SDEdit). Without one, `predict` and `interpolate` fall back
+//! to the classical baselines (linear extrapolation and blending), and `generate` and `edit`
+//! fail with a clear error; `interpolate` also falls back when the model has no future
+//! conditioning.
 
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use image::RgbImage;
 use image::imageops::FilterType;
@@ -14,15 +19,28 @@ use protocol::{CreateJob, CreateMode, ModelUse, OutputKind, Stage};
 use super::{Artifact, JobContext, PipelineError, PipelineOutput};
 use crate::media::{self, DecodeOptions, EncodeOptions, VideoEncoder};
 use crate::models::baseline;
+use crate::models::diffusion::{Diffusion, EDIT_STRENGTH, SeededNoise, frame_to_tensor, tensor_to_frame};
+use crate::models::mcvd::{Mcvd, McvdError};
 
 /// Most conditioning frames read from the source.
 pub const MAX_CONDITIONING_FRAMES: usize = 64;
 
 /// The create pipeline.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CreatePipeline {
     /// Encoder settings for the video.
     pub encode: EncodeOptions,
+    /// The MCVD model, when the worker loaded one.
+    pub mcvd: Option<Arc<Mcvd>>,
+}
+
+impl fmt::Debug for CreatePipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatePipeline")
+            .field("encode", &self.encode)
+            .field("mcvd", &self.mcvd.as_ref().map(|m| m.config()))
+            .finish()
+    }
 }
 
 /// Stage: the conditioning range of the source, at the job's fps, resized to the job's size.
@@ -62,25 +80,87 @@ impl ConditioningFrames {
 /// Stage: the frames to produce.
 pub struct Synthesis;
 
+/// Frames made by [`Synthesis`] and the id of what made them.
+pub struct Synthesised {
+    /// The frames, at the job's size.
+    pub frames: Vec<RgbImage>,
+    /// The model or baseline, for the result.
+    pub model_id: String,
+}
+
 impl Synthesis {
-    /// `job.frames` new frames from the conditioning.
-    pub fn run(job: &CreateJob, cond: &[RgbImage]) -> Result<Vec<RgbImage>, PipelineError> {
+    /// `job.frames` new frames from the conditioning, with MCVD when `mcvd` is set.
+    pub fn run(
+        job: &CreateJob,
+        cond: &[RgbImage],
+        mcvd: Option<&Mcvd>,
+        ctx: &JobContext,
+    ) -> Result<Synthesised, PipelineError> {
         let n = job.frames as usize;
-        match job.mode {
-            CreateMode::Predict => {
-                let last = cond.last().expect("conditioning is non-empty");
-                let prev = cond.len().checked_sub(2).map_or(last, |i| &cond[i]);
-                Ok(baseline::linear_extrapolate(prev, last, n))
-            }
-            CreateMode::Interpolate => {
-                let (first, last) = (cond.first().expect("non-empty"), cond.last().expect("non-empty"));
-                Ok(baseline::linear_interpolate(first, last, n))
-            }
-            CreateMode::Generate | CreateMode::Edit => Err(PipelineError::Unsupported(format!(
+        let can_interpolate = mcvd.is_some_and(|m| m.config().num_frames_future > 0);
+        match (job.mode, mcvd) {
+            (CreateMode::Interpolate, Some(_)) if !can_interpolate => Ok(Self::baseline(job, cond, n)),
+            (_, Some(model)) => Self::diffuse(job, cond, model, ctx).map_err(|e| PipelineError::Model(e.to_string())),
+            (CreateMode::Predict | CreateMode::Interpolate, None) => Ok(Self::baseline(job, cond, n)),
+            (CreateMode::Generate | CreateMode::Edit, None) => Err(PipelineError::Unsupported(format!(
                 "mode `{}` needs the MCVD diffusion model, which this worker does not load",
                 job.mode.as_str()
             ))),
         }
+    }
+
+    fn baseline(job: &CreateJob, cond: &[RgbImage], n: usize) -> Synthesised {
+        let last = cond.last().expect("conditioning is non-empty");
+        let first = cond.first().expect("conditioning is non-empty");
+        match job.mode {
+            CreateMode::Interpolate => Synthesised {
+                frames: baseline::linear_interpolate(first, last, n),
+                model_id: "baseline-linear-interpolation".into(),
+            },
+            _ => {
+                let prev = cond.len().checked_sub(2).map_or(last, |i| &cond[i]);
+                Synthesised {
+                    frames: baseline::linear_extrapolate(prev, last, n),
+                    model_id: "baseline-linear-extrapolation".into(),
+                }
+            }
+        }
+    }
+
+    fn diffuse(job: &CreateJob, cond: &[RgbImage], model: &Mcvd, ctx: &JobContext) -> Result<Synthesised, McvdError> {
+        let cfg = model.config();
+        let n = job.frames as usize;
+        let cond = cond.iter().map(|f| frame_to_tensor(f, cfg)).collect::<Result<Vec<_>, _>>()?;
+        let diffusion = Diffusion::new(model, job.sampler.kind, job.sampler.steps as usize);
+        let mut rng = SeededNoise::new(job.seed);
+        ctx.progress.progress(Stage::Synthesize, 0, n as u64);
+        let frames = match job.mode {
+            CreateMode::Predict => diffusion.predict(&cond, n, &mut rng)?,
+            CreateMode::Interpolate => {
+                let (past, future) = cond.split_at(cond.len().div_ceil(2));
+                let future = if future.is_empty() { past } else { future };
+                diffusion.interpolate(past, future, n, &mut rng)?
+            }
+            CreateMode::Generate => diffusion.generate(n, &mut rng)?,
+            CreateMode::Edit => diffusion.edit(&cond, n, EDIT_STRENGTH, &mut rng)?,
+        };
+        ctx.progress.progress(Stage::Synthesize, n as u64, n as u64);
+        let frames = frames
+            .iter()
+            .map(|t| tensor_to_frame(t, job.size.width, job.size.height))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Synthesised {
+            frames,
+            model_id: format!(
+                "mcvd-ngf{}-{}px-{}",
+                cfg.ngf,
+                cfg.image_size,
+                match job.sampler.kind {
+                    protocol::SamplerKind::Ddpm => "ddpm",
+                    protocol::SamplerKind::Ddim => "ddim",
+                }
+            ),
+        })
     }
 }
 
@@ -114,6 +194,11 @@ impl VideoWriter {
 }
 
 impl CreatePipeline {
+    /// The pipeline with the MCVD checkpoint in `dir` (`config.json` + `model.safetensors`).
+    pub fn with_mcvd(dir: &Path) -> Result<Self, McvdError> {
+        Ok(CreatePipeline { mcvd: Some(Arc::new(Mcvd::load(dir)?)), ..Default::default() })
+    }
+
     /// Runs the job; `cond_src` is the fetched conditioning video, if the job has one.
     pub fn run(
         &self,
@@ -127,12 +212,8 @@ impl CreatePipeline {
             }
             _ => Vec::new(),
         };
-        let frames = ctx.stage(Stage::Synthesize, |_| Synthesis::run(job, &cond))?;
-        let artifacts = ctx.stage(Stage::Encode, |ctx| VideoWriter::run(&frames, job.fps, &self.encode, ctx))?;
-        let id = match job.mode {
-            CreateMode::Interpolate => "baseline-linear-interpolation",
-            _ => "baseline-linear-extrapolation",
-        };
-        Ok(PipelineOutput { artifacts, models: vec![ModelUse { role: "creator".into(), id: id.into() }] })
+        let out = ctx.stage(Stage::Synthesize, |ctx| Synthesis::run(job, &cond, self.mcvd.as_deref(), ctx))?;
+        let artifacts = ctx.stage(Stage::Encode, |ctx| VideoWriter::run(&out.frames, job.fps, &self.encode, ctx))?;
+        Ok(PipelineOutput { artifacts, models: vec![ModelUse { role: "creator".into(), id: out.model_id }] })
     }
 }

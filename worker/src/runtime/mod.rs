@@ -59,6 +59,9 @@ pub struct WorkerConfig {
     /// Skip fetching and pipelines and commit an empty success: measures the fleet itself
     /// (dispatch benchmarks), never for real work.
     pub noop_pipeline: bool,
+    /// An MCVD checkpoint directory for the creator; without one, `predict` and `interpolate`
+    /// use the classical baselines and `generate` and `edit` are refused.
+    pub mcvd: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -79,6 +82,7 @@ impl Default for WorkerConfig {
             exit_when_idle: None,
             device: "cpu".into(),
             noop_pipeline: false,
+            mcvd: None,
         }
     }
 }
@@ -93,6 +97,9 @@ pub enum WorkerError {
     /// The broker failed.
     #[error(transparent)]
     Bus(#[from] bus::BusError),
+    /// A configured model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] crate::models::mcvd::McvdError),
 }
 
 /// A worker: consumes tasks, runs pipelines, stores outputs.
@@ -123,6 +130,14 @@ impl Worker {
     /// Declares its queues and consumes until `shutdown` is cancelled (or it has been idle for
     /// `exit_when_idle`); then drains as described in the module docs.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let mut models = vec!["baseline".to_owned()];
+        if let Some(dir) = &self.cfg.mcvd {
+            let encode = self.create.encode.clone();
+            self.create = CreatePipeline::with_mcvd(dir)?;
+            self.create.encode = encode;
+            info!(model = %dir.display(), "creator: MCVD loaded");
+            models.push(format!("mcvd:{}", dir.display()));
+        }
         let bus = self.bus.clone();
         topology::declare_core(bus.as_ref()).await?;
         self.rungs = topology::declare_retry_ladder(bus.as_ref(), &self.cfg.retry_delays_ms).await?;
@@ -164,7 +179,7 @@ impl Worker {
             id: self.cfg.id.clone(),
             kinds: self.cfg.kinds.clone(),
             profiles: self.cfg.profiles.clone(),
-            models: vec!["baseline".into()],
+            models,
             capacity: u32::try_from(self.cfg.capacity).unwrap_or(u32::MAX),
             device: self.cfg.device.clone(),
             started_at: Utc::now(),

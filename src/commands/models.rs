@@ -1,0 +1,43 @@
+//! `reelforge models`: checkpoint management. `init-tiny` writes tiny, randomly initialised
+//! checkpoints with a fixed seed, one sub-directory per model (`DIR/mcvd/`, and later the
+//! editor's models beside it), for tests, benchmarks and the demo.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use worker::models::mcvd::{self, McvdConfig};
+
+/// Subcommands of `reelforge models`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelsCommand {
+    /// Write tiny checkpoints (fixed seed) under DIR: DIR/mcvd/ (config.json, model.safetensors).
+    InitTiny {
+        /// The directory to fill.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The seed of tiny checkpoints.
+pub const TINY_SEED: u64 = 6;
+
+pub fn run(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ModelsCommand::InitTiny { out } => {
+            let dir = out.join("mcvd");
+            init_tiny_mcvd(&dir)?;
+            println!("tiny MCVD: {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes the tiny MCVD (untrained, seed [`TINY_SEED`]) into `dir`.
+pub fn init_tiny_mcvd(dir: &Path) -> anyhow::Result<()> {
+    let cfg = McvdConfig::tiny();
+    let (varmap, _) = mcvd::init_model(&cfg, TINY_SEED)?;
+    mcvd::save_checkpoint(dir, &cfg, &mcvd::varmap_tensors(&varmap)?)
+        .with_context(|| format!("writing {}", dir.display()))?;
+    Ok(())
+}
