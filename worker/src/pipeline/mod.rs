@@ -180,6 +180,7 @@ impl PipelineError {
             PipelineError::Storage(StorageError::NotFound(_)) => ErrorCode::InputNotFound,
             PipelineError::Storage(StorageError::TooLarge { .. }) => ErrorCode::InputTooLarge,
             PipelineError::Storage(StorageError::InvalidKey { .. }) => ErrorCode::InvalidJob,
+            PipelineError::Storage(StorageError::Forbidden { .. }) => ErrorCode::InvalidJob,
             PipelineError::Storage(_) => ErrorCode::StorageError,
             PipelineError::Unsupported(_) => ErrorCode::UnknownProfile,
             PipelineError::BadGuidance(_) => ErrorCode::InvalidJob,
