@@ -8,6 +8,7 @@ ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 source deploy/scripts/services.sh
 start_rabbitmq
+start_garage
 
 say "checking formatting"
 cargo fmt --all -- --check

@@ -15,7 +15,9 @@ use protocol::{Event, EventBody, Job, JobKind, JobStatus, ValidationContext};
 use scheduler::{Scheduler, SchedulerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use worker::storage::Store;
 use worker::storage::local::LocalStore;
+use worker::storage::s3::{S3Config, S3Store};
 use worker::{Worker, WorkerConfig};
 
 /// Where the broker is.
@@ -68,9 +70,22 @@ pub struct WorkerArgs {
     /// Tasks run at once (the work queues' prefetch).
     #[arg(long, env = "REELFORGE_CAPACITY", default_value_t = 1)]
     capacity: usize,
-    /// Directory outputs are stored under (the local store).
+    /// Directory outputs are stored under (the local store; used when no --s3-bucket is set).
     #[arg(long, env = "REELFORGE_STORE_DIR", default_value = "reelforge-store")]
     store_dir: PathBuf,
+    /// S3 bucket for outputs; inputs are read from `s3://` URIs. Credentials and region come
+    /// from the standard AWS environment and config chain.
+    #[arg(long, env = "REELFORGE_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// S3 endpoint of a self-hosted server (e.g. `http://garage:3900`).
+    #[arg(long, env = "REELFORGE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (else from the AWS chain).
+    #[arg(long, env = "REELFORGE_S3_REGION")]
+    s3_region: Option<String>,
+    /// Path-style S3 addressing (self-hosted servers).
+    #[arg(long, env = "REELFORGE_S3_PATH_STYLE")]
+    s3_path_style: bool,
     /// Directory for per-task scratch files.
     #[arg(long, env = "REELFORGE_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
@@ -194,7 +209,17 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?);
-    let store = Arc::new(LocalStore::new(&args.store_dir)?);
+    let store: Arc<dyn Store> = match &args.s3_bucket {
+        Some(bucket) => {
+            let mut cfg = S3Config::new(bucket.clone());
+            cfg.endpoint = args.s3_endpoint.clone();
+            cfg.region = args.s3_region.clone();
+            cfg.force_path_style = args.s3_path_style;
+            cfg.shared_input_buckets = args.shared_input_buckets.clone();
+            Arc::new(S3Store::connect(cfg).await.context("connecting to S3")?)
+        }
+        None => Arc::new(LocalStore::new(&args.store_dir)?),
+    };
     let cfg = WorkerConfig {
         id: args.id.unwrap_or_else(|| default_id("worker")),
         profiles: args.profiles,

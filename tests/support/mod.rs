@@ -14,6 +14,10 @@ use protocol::{Event, EventBody, JobResult, JobState};
 use serde_json::{Value, json};
 
 pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672";
+/// The test garage node (`start_garage` in deploy/scripts/services.sh).
+pub const GARAGE: &str = "http://127.0.0.1:3900";
+pub const GARAGE_KEY_ID: &str = "GK7265656c666f7267652d7465";
+pub const GARAGE_SECRET: &str = "7265656c666f7267652d746573742d7365637265742d6b65792d303030303031";
 
 fn rabbitmqctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl on PATH");
@@ -54,6 +58,10 @@ impl Fleet {
             .env("REELFORGE_AMQP_URL", &self.url)
             .env("REELFORGE_ALLOW_LOCAL_MEDIA", "true")
             .env("RUST_LOG", "info")
+            // The test garage node's fixed key (deploy/scripts/services.sh), for S3 workers.
+            .env("AWS_ACCESS_KEY_ID", GARAGE_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", GARAGE_SECRET)
+            .env("AWS_REGION", "garage")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,8 +1,10 @@
 //! `storage` owns where job inputs come from and outputs go: the [`Store`] trait, object keys
 //! under `{tenant}/{job_id}/` ([`output_key`]), object metadata, and the local-directory store
-//! of the embedded mode ([`local::LocalStore`]). Writes are durable when they return.
+//! of the embedded mode ([`local::LocalStore`]), the S3 store of the fleet ([`s3::S3Store`]), and
+//! tenant isolation of inputs ([`check_input_access`]). Writes are durable when they return.
 
 pub mod local;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,17 +39,44 @@ pub enum StorageError {
         /// The limit.
         limit: u64,
     },
-    /// A key outside the job's tenant prefix and not in a shared input bucket.
-    #[error("tenant {tenant} may not read {uri}")]
-    Forbidden {
-        /// The job's tenant.
-        tenant: String,
-        /// What it tried to read.
-        uri: String,
-    },
     /// A location this store cannot read (an `s3://` input on the local store, say).
     #[error("this store cannot read {0}")]
     Unsupported(String),
+    /// The input lies outside the job's tenant prefix and outside every shared input bucket.
+    #[error("tenant {tenant} may not read {location}")]
+    Forbidden {
+        /// The job's tenant.
+        tenant: String,
+        /// The refused location (`s3://bucket/key`).
+        location: String,
+    },
+    /// Object metadata that cannot travel as an HTTP header.
+    #[error("invalid metadata entry {name:?}: {reason}")]
+    InvalidMetadata {
+        /// The entry's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store's configuration is unusable (no region, a part size S3 refuses, ...).
+    #[error("storage configuration: {0}")]
+    Config(String),
+    /// The object store refused a request or could not be reached.
+    #[error("object store {op} {target}: {message}")]
+    Remote {
+        /// The operation (`PutObject`, `UploadPart`, ...).
+        op: &'static str,
+        /// The object (`s3://bucket/key`).
+        target: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// The S3 error code (`AccessDenied`, `SlowDown`, ...), when the server sent one.
+        code: Option<String>,
+        /// What went wrong, with its causes.
+        message: String,
+        /// True for network failures, timeouts, 5xx and throttling; false for 4xx refusals.
+        transient: bool,
+    },
     /// An I/O failure; worth retrying.
     #[error("storage I/O on {path}: {source}")]
     Io {
@@ -62,7 +91,7 @@ pub enum StorageError {
 impl StorageError {
     /// True when a later attempt may succeed (the job's message should be requeued).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Io { .. })
+        matches!(self, StorageError::Io { .. } | StorageError::Remote { transient: true, .. })
     }
 }
 
@@ -107,20 +136,25 @@ pub fn output_key(tenant: &TenantId, job_id: &JobId, name: &str) -> Result<Strin
     Ok(key)
 }
 
-/// Tenant isolation for inputs: a job reads `s3://bucket/{tenant}/…` only, unless the bucket is
-/// one of the configured shared input buckets.
-pub fn check_input_access(tenant: &TenantId, location: &MediaLocation, shared: &[String]) -> Result<(), StorageError> {
-    match location {
-        MediaLocation::S3 { bucket, key } => {
-            if shared.iter().any(|b| b == bucket) || key.starts_with(&format!("{tenant}/")) {
-                Ok(())
-            } else {
-                Err(StorageError::Forbidden { tenant: tenant.to_string(), uri: format!("s3://{bucket}/{key}") })
-            }
-        }
-        MediaLocation::Local(path) => {
-            Err(StorageError::Forbidden { tenant: tenant.to_string(), uri: format!("file://{}", path.display()) })
-        }
+/// Tenant isolation of inputs: a job may read `s3://` objects only under its own `{tenant}/`
+/// prefix, unless the bucket is one of `shared_input_buckets` (read-only libraries every tenant
+/// may use). Keys with traversal or control characters are refused first. Local files are the
+/// embedded mode's, which has a single tenant, and pass.
+pub fn check_input_access(
+    tenant: &TenantId,
+    location: &MediaLocation,
+    shared_input_buckets: &[String],
+) -> Result<(), StorageError> {
+    let MediaLocation::S3 { bucket, key } = location else {
+        return Ok(());
+    };
+    protocol::media::check_key(key).map_err(|reason| StorageError::InvalidKey { key: key.clone(), reason })?;
+    if shared_input_buckets.iter().any(|b| b == bucket) {
+        return Ok(());
+    }
+    match key.strip_prefix(tenant.0.as_str()) {
+        Some(rest) if rest.starts_with('/') => Ok(()),
+        _ => Err(StorageError::Forbidden { tenant: tenant.to_string(), location: format!("s3://{bucket}/{key}") }),
     }
 }
 
@@ -128,4 +162,89 @@ pub fn check_input_access(tenant: &TenantId, location: &MediaLocation, shared: &
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(bucket: &str, key: &str) -> MediaLocation {
+        MediaLocation::S3 { bucket: bucket.into(), key: key.into() }
+    }
+
+    #[test]
+    fn inputs_stay_under_the_tenant_prefix() {
+        let t = TenantId("acme".into());
+        let shared = vec!["stock-footage".to_string()];
+        assert!(check_input_access(&t, &s3("media", "acme/in/a.mp4"), &shared).is_ok());
+        for key in ["other/in/a.mp4", "acme-evil/a.mp4", "acmea.mp4", "acme", "in/acme/a.mp4"] {
+            assert!(
+                matches!(check_input_access(&t, &s3("media", key), &shared), Err(StorageError::Forbidden { .. })),
+                "{key}"
+            );
+        }
+        let err = check_input_access(&t, &s3("media", "other/a.mp4"), &shared).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("s3://media/other/a.mp4"), "{err}");
+        // A job that asks for another tenant's input fails as invalid; it is not requeued.
+        let failed = crate::pipeline::PipelineError::from(err);
+        assert_eq!(failed.code(), protocol::ErrorCode::InvalidJob);
+        assert!(!failed.is_transient());
+    }
+
+    #[test]
+    fn shared_buckets_are_readable_by_every_tenant() {
+        let t = TenantId("acme".into());
+        let shared = vec!["stock-footage".to_string()];
+        assert!(check_input_access(&t, &s3("stock-footage", "cats/1.mp4"), &shared).is_ok());
+        // The same key in a bucket that is not shared is refused.
+        assert!(check_input_access(&t, &s3("stock-footage2", "cats/1.mp4"), &shared).is_err());
+        assert!(check_input_access(&t, &s3("stock-footage", "cats/1.mp4"), &[]).is_err());
+    }
+
+    #[test]
+    fn traversal_and_control_characters_are_refused_even_in_shared_buckets() {
+        let t = TenantId("acme".into());
+        let shared = vec!["stock-footage".to_string()];
+        for (bucket, key) in [
+            ("media", "acme/../other/a.mp4"),
+            ("media", "acme/./a.mp4"),
+            ("media", "/acme/a.mp4"),
+            ("media", "acme//a.mp4"),
+            ("media", "acme/a\u{0}.mp4"),
+            ("stock-footage", "../x"),
+            ("stock-footage", "a\\b"),
+        ] {
+            assert!(
+                matches!(check_input_access(&t, &s3(bucket, key), &shared), Err(StorageError::InvalidKey { .. })),
+                "{bucket}/{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_inputs_pass_and_outputs_are_checked() {
+        let t = TenantId("acme".into());
+        let local = MediaLocation::Local("/tmp/in.mp4".into());
+        assert!(check_input_access(&t, &local, &[]).is_ok());
+        let j = JobId("j1".into());
+        assert_eq!(output_key(&t, &j, "clip-0.mp4").unwrap(), "acme/j1/clip-0.mp4");
+        assert!(output_key(&t, &j, "../../other/x").is_err());
+    }
+
+    #[test]
+    fn transient_errors_are_the_retryable_ones() {
+        let remote = |status, transient| StorageError::Remote {
+            op: "PutObject",
+            target: "s3://b/k".into(),
+            status,
+            code: None,
+            message: "x".into(),
+            transient,
+        };
+        assert!(remote(Some(503), true).is_transient());
+        assert!(!remote(Some(403), false).is_transient());
+        assert!(!StorageError::NotFound("x".into()).is_transient());
+        assert!(!StorageError::Config("x".into()).is_transient());
+    }
 }
