@@ -1,13 +1,14 @@
 //! The scheduler's HTTP API: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (state and
 //! result), `POST /v1/jobs/{id}/cancel`, `GET /v1/workers` (live workers from heartbeats),
-//! `GET /healthz` (the process is up) and `GET /readyz` (the broker is reachable).
+//! `GET /healthz` (the process is up), `GET /readyz` (the broker is reachable) and
+//! `GET /metrics` (Prometheus text exposition).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bus::{Bus, Message, topology};
@@ -15,6 +16,7 @@ use protocol::{Heartbeat, Job, JobId, JobResult, ValidationContext};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::metrics::SchedulerMetrics;
 use crate::state::JobTable;
 
 /// What the handlers share.
@@ -26,6 +28,8 @@ pub struct ApiState {
     pub table: JobTable,
     /// Validation applied to submissions before they are queued.
     pub validation: ValidationContext,
+    /// This replica's metrics.
+    pub metrics: Arc<SchedulerMetrics>,
 }
 
 /// The API's routes.
@@ -37,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workers", get(workers))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -108,5 +113,12 @@ async fn ready(State(s): State<ApiState>) -> Response {
         "ready".into_response()
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "not connected to the broker")
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    match s.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
     }
 }

@@ -1,8 +1,11 @@
 //! `worker` owns what runs a job: the [`runtime`] (consume, run, store, commit, ack), the
 //! [`pipeline`]s (edit and create), the [`models`], [`media`] I/O over FFmpeg, [`storage`] of
-//! inputs and outputs, and the synthetic [`samples`] the demo and tests encode.
+//! inputs and outputs, the synthetic [`samples`] the demo and tests encode, and the worker's
+//! [`metrics`] and [`http`] server (`/metrics`, `/healthz`, `/readyz`).
 
+pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod runtime;
