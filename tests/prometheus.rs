@@ -51,6 +51,22 @@ fn start_prometheus(dir: &Path, targets: &[(&str, &str)]) -> Prometheus {
     Prometheus { child, api: format!("http://{listen}") }
 }
 
+/// Fails unless `promtool check metrics` accepts the exposition (names, units, help texts).
+fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`promtool` on PATH (Debian package prometheus)");
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics: {report}\n{exposition}");
+}
+
 /// Runs an instant query; the result vector.
 async fn query(api: &str, q: &str) -> Vec<Value> {
     let resp = reqwest::Client::new().get(format!("{api}/api/v1/query")).query(&[("query", q)]).send().await;
@@ -83,6 +99,12 @@ async fn prometheus_scrapes_scheduler_and_worker() {
     f.submit(&f.edit("m1")).await;
     let r = f.finished(&["m1"], Duration::from_secs(90)).await.remove("m1").unwrap();
     assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.error);
+
+    // Both expositions, with the job's series in them, pass Prometheus' own linter.
+    for url in [&api, &worker] {
+        let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        promtool_check_metrics(&text);
+    }
 
     let prom = start_prometheus(
         f.dir.path(),
