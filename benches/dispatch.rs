@@ -76,6 +76,8 @@ async fn main() {
             "worker".into(),
             "--id".into(),
             format!("bench-w{w}"),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
             "--capacity".into(),
             capacity.to_string(),
             "--store-dir".into(),

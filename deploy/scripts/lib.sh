@@ -10,8 +10,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 BUILD_PACKAGES=(clang libclang-dev pkg-config libavcodec-dev libavformat-dev libavutil-dev
   libavfilter-dev libavdevice-dev libswscale-dev libswresample-dev)
 # Debian packages the tests and the demo's checks need (ffmpeg/ffprobe as independent tools,
-# RabbitMQ for the fleet tests).
-TEST_PACKAGES=(ffmpeg rabbitmq-server)
+# RabbitMQ for the fleet tests, Prometheus and promtool for the metrics and deploy checks; apt
+# does not start Prometheus, the tests run their own), and python3-venv for check-deploy.sh.
+TEST_PACKAGES=(ffmpeg rabbitmq-server prometheus python3-venv)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -14,3 +14,5 @@ say "checking formatting"
 cargo fmt --all -- --check
 say "running the test suite (target dir: $CARGO_TARGET_DIR)"
 cargo test --locked --workspace --no-fail-fast
+say "checking deploy/ and k8s/"
+bash deploy/scripts/check-deploy.sh

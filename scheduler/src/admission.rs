@@ -46,8 +46,9 @@ impl Admission {
         Admission { bus, table, cfg, declared: Mutex::new(HashSet::new()) }
     }
 
-    /// Admits one delivery from the submit queue and settles it.
-    pub async fn admit(&self, delivery: Delivery) {
+    /// Admits one delivery from the submit queue and settles it; returns what admission did
+    /// (`None`: the broker did not confirm it, so the submission was requeued).
+    pub async fn admit(&self, delivery: Delivery) -> Option<Outcome> {
         let span = info_span!("admit", message_id = %delivery.message.id);
         let _g = span.enter();
         let ctx = ValidationContext { allow_local_media: self.cfg.allow_local_media };
@@ -65,7 +66,9 @@ impl Admission {
                 }
             }
         };
+        let done = outcome.as_ref().ok().copied();
         settle(delivery, outcome).await;
+        done
     }
 
     async fn route(&self, job: Job) -> Result<Outcome, bus::BusError> {

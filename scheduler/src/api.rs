@@ -1,14 +1,15 @@
 //! The scheduler's HTTP API: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (state and
 //! result), `POST /v1/jobs/{id}/cancel`, `GET /v1/workers` (live workers from heartbeats),
-//! `GET /v1/queues` (ready messages per queue), `GET /healthz` (the process is up) and
-//! `GET /readyz` (consuming its queues, and the broker is reachable).
+//! `GET /v1/queues` (ready messages per queue), `GET /healthz` (the process is up),
+//! `GET /readyz` (consuming its queues, and the broker is reachable) and `GET /metrics`
+//! (Prometheus text exposition).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bus::{Bus, Message, topology};
@@ -16,6 +17,7 @@ use protocol::{Heartbeat, Job, JobId, JobResult, ValidationContext};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::metrics::SchedulerMetrics;
 use crate::state::JobTable;
 
 /// What the handlers share.
@@ -31,6 +33,8 @@ pub struct ApiState {
     pub profiles: Vec<String>,
     /// Set once the scheduler consumes all its feeds.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// This replica's metrics.
+    pub metrics: Arc<SchedulerMetrics>,
 }
 
 /// The API's routes.
@@ -43,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/queues", get(queues))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -141,5 +146,12 @@ async fn ready(State(s): State<ApiState>) -> Response {
         "ready".into_response()
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "not connected to the broker")
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    match s.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
     }
 }

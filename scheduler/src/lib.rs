@@ -1,7 +1,7 @@
 //! `scheduler` owns what happens to a job between submission and a worker: [`admission`]
 //! (validate, de-duplicate, expire, route), [`fairness`] (per-tenant in-flight limits over the
 //! held queue), [`state`] (every job's state, fed by events; live workers, fed by heartbeats)
-//! and the HTTP [`api`]. [`Scheduler::run`] drives them over any [`bus::Bus`]. Replicas can run
+//! the HTTP [`api`] and the Prometheus [`metrics`]. [`Scheduler::run`] drives them over any [`bus::Bus`]. Replicas can run
 //! side by side: the submit queue has a single active consumer, and every replica follows all
 //! events on a private feed, so any replica answers status queries and a standby takes over
 //! admission when the active one goes.
@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod api;
 pub mod fairness;
+pub mod metrics;
 pub mod state;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use admission::Admission;
+pub use metrics::SchedulerMetrics;
 pub use state::{JobRecord, JobTable};
 
 /// How the scheduler runs.
@@ -40,6 +42,8 @@ pub struct SchedulerConfig {
     pub tenant_max_in_flight: usize,
     /// Held jobs kept in memory per replica (the held queue's prefetch).
     pub held_prefetch: u16,
+    /// How often queue depths and in-flight counts are sampled for the metrics.
+    pub metrics_interval: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -51,6 +55,7 @@ impl Default for SchedulerConfig {
             profiles: vec!["default".into()],
             tenant_max_in_flight: 64,
             held_prefetch: 1024,
+            metrics_interval: Duration::from_secs(5),
         }
     }
 }
@@ -69,17 +74,24 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     table: JobTable,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Arc<SchedulerMetrics>,
 }
 
 impl Scheduler {
-    /// A scheduler over `bus`, with an empty job table.
+    /// A scheduler over `bus`, with an empty job table and metrics of its own.
     pub fn new(bus: Arc<dyn Bus>, cfg: SchedulerConfig) -> Self {
-        Scheduler { bus, cfg, table: JobTable::spawn(), ready: Arc::default() }
+        let metrics = SchedulerMetrics::new(env!("CARGO_PKG_VERSION")).expect("scheduler metrics are well-formed");
+        Scheduler { bus, cfg, table: JobTable::spawn(), ready: Arc::default(), metrics: Arc::new(metrics) }
     }
 
     /// True once the topology is declared and every feed is consumed (readiness).
     pub fn ready_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.ready.clone()
+    }
+
+    /// The replica's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<SchedulerMetrics> {
+        self.metrics.clone()
     }
 
     /// A handle on the job table (status queries).
@@ -106,6 +118,14 @@ impl Scheduler {
         let slots = Arc::new(Semaphore::new(usize::from(self.cfg.prefetch.max(1))));
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        let polling = tokio::spawn(metrics::poll(
+            self.bus.clone(),
+            self.table.clone(),
+            self.metrics.clone(),
+            self.cfg.profiles.clone(),
+            self.cfg.metrics_interval,
+            shutdown.child_token(),
+        ));
         info!(%id, "scheduler running");
         loop {
             tokio::select! {
@@ -113,9 +133,9 @@ impl Scheduler {
                 d = submissions.next() => match d {
                     Some(Ok(d)) => {
                         let permit = slots.clone().acquire_owned().await.expect("never closed");
-                        let admission = admission.clone();
+                        let (admission, metrics) = (admission.clone(), self.metrics.clone());
                         tokio::spawn(async move {
-                            admission.admit(d).await;
+                            metrics.admitted(admission.admit(d).await);
                             drop(permit);
                         });
                     }
@@ -182,6 +202,7 @@ impl Scheduler {
         self.ready.store(false, std::sync::atomic::Ordering::Relaxed);
         // Held deliveries not yet dispatched go back to the held queue when dropped.
         drop(holding);
+        polling.abort();
         info!("scheduler stopped");
         Ok(())
     }

@@ -61,6 +61,9 @@ pub struct WorkerArgs {
     /// Worker id, unique per worker.
     #[arg(long, env = "REELFORGE_WORKER_ID")]
     id: Option<String>,
+    /// Address of the worker's HTTP server (`/metrics`, `/healthz`, `/readyz`); port 0 picks one.
+    #[arg(long, env = "REELFORGE_WORKER_LISTEN", default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
     /// Model profiles served (comma-separated).
     #[arg(long, env = "REELFORGE_PROFILES", value_delimiter = ',', default_value = "default")]
     profiles: Vec<String>,
@@ -178,6 +181,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let state = scheduler::api::ApiState {
         bus,
         table: sched.table(),
+        metrics: sched.metrics(),
         validation: ValidationContext { allow_local_media: cfg.allow_local_media },
         profiles: cfg.profiles.clone(),
         ready: sched.ready_flag(),
@@ -237,7 +241,21 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         mcvd: args.mcvd,
         ..Default::default()
     };
-    Worker::new(bus, store, cfg).run(shutdown_on_signals()).await?;
+    let worker = Worker::new(bus, store, cfg);
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    info!(addr = %listener.local_addr()?, "metrics and probes listening");
+    let router = worker::http::router(worker.http_state());
+    let stop = shutdown_on_signals();
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn({
+        let http_stop = http_stop.clone();
+        async move { axum::serve(listener, router).with_graceful_shutdown(http_stop.cancelled_owned()).await }
+    });
+    // The HTTP server outlives the drain, so /metrics and /healthz answer until the worker exits.
+    worker.run(stop).await?;
+    http_stop.cancel();
+    http.await??;
     Ok(ExitCode::SUCCESS)
 }
 

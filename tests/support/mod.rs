@@ -79,14 +79,28 @@ impl Fleet {
         format!("http://{listen}")
     }
 
-    /// Starts a worker storing under the fleet's store dir.
-    pub fn worker(&mut self, name: &str, extra: &[&str]) {
+    /// Starts a worker storing under the fleet's store dir; returns the address of its HTTP
+    /// server (`/metrics`, `/healthz`, `/readyz`).
+    pub fn worker(&mut self, name: &str, extra: &[&str]) -> String {
         let store = self.store();
         let store = store.to_str().unwrap().to_owned();
-        let mut args =
-            vec!["worker", "--id", name, "--store-dir", &store, "--retry-delays-ms", "200,400", "--heartbeat-s", "1"];
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "worker",
+            "--id",
+            name,
+            "--store-dir",
+            &store,
+            "--retry-delays-ms",
+            "200,400",
+            "--heartbeat-s",
+            "1",
+            "--listen",
+            &listen,
+        ];
         args.extend_from_slice(extra);
         self.spawn(name, &args);
+        format!("http://{listen}")
     }
 
     pub fn kill(&mut self, name: &str) {

@@ -3,13 +3,15 @@
 //! run each task ([`task`]), and stop cleanly: on shutdown it stops consuming, lets running
 //! tasks finish within a grace period, then interrupts them so their messages are requeued.
 //! With `exit_when_idle` it stops by itself once nothing has arrived for that long (Kubernetes
-//! batch Jobs).
+//! batch Jobs). It keeps its [`WorkerMetrics`] up to date (and polls the GPUs where there are
+//! any) and flags when its consumers are up, for `/readyz`.
 
 pub mod control;
 pub mod task;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::{Bus, Delivery, topology};
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::media::MediaLimits;
+use crate::metrics::{WorkerMetrics, read_gpus};
 use crate::pipeline::create::CreatePipeline;
 use crate::pipeline::edit::EditPipeline;
 use crate::storage::Store;
@@ -111,11 +114,17 @@ pub struct Worker {
     pub(crate) create: CreatePipeline,
     pub(crate) registry: Arc<Registry>,
     pub(crate) rungs: Vec<String>,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) consuming: Arc<AtomicBool>,
 }
 
 impl Worker {
-    /// A worker over a bus and a store.
+    /// A worker over a bus and a store, with metrics of its own (GPU gauges where `nvidia-smi`
+    /// finds a GPU).
     pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn Store>, cfg: WorkerConfig) -> Self {
+        let metrics =
+            WorkerMetrics::new(env!("CARGO_PKG_VERSION"), &read_gpus()).expect("worker metrics are well-formed");
+        metrics.capacity.set(i64::try_from(cfg.capacity).unwrap_or(i64::MAX));
         Worker {
             bus,
             store,
@@ -124,6 +133,22 @@ impl Worker {
             create: CreatePipeline::default(),
             registry: Arc::default(),
             rungs: Vec::new(),
+            metrics: Arc::new(metrics),
+            consuming: Arc::default(),
+        }
+    }
+
+    /// The worker's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The state `/metrics`, `/healthz` and `/readyz` answer from.
+    pub fn http_state(&self) -> crate::http::HttpState {
+        crate::http::HttpState {
+            bus: self.bus.clone(),
+            metrics: self.metrics.clone(),
+            consuming: self.consuming.clone(),
         }
     }
 
@@ -175,6 +200,18 @@ impl Worker {
             }
         }
         drop(tx);
+        self.consuming.store(true, Ordering::Relaxed);
+        let gpu_polling = self.metrics.has_gpu().then(|| {
+            let (metrics, every) = (self.metrics.clone(), self.cfg.heartbeat_interval);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Ok(gpus) = tokio::task::spawn_blocking(read_gpus).await {
+                        metrics.set_gpus(&gpus);
+                    }
+                }
+            })
+        });
         let identity = Identity {
             id: self.cfg.id.clone(),
             kinds: self.cfg.kinds.clone(),
@@ -234,6 +271,7 @@ impl Worker {
         }
         // Stop taking work; deliveries not started go back to their queues when dropped.
         stop_consuming.cancel();
+        this.consuming.store(false, Ordering::Relaxed);
         drop(rx);
         let grace = tokio::time::sleep(this.cfg.grace);
         tokio::pin!(grace);
@@ -249,6 +287,9 @@ impl Worker {
             }
         }
         beating.abort();
+        if let Some(p) = gpu_polling {
+            p.abort();
+        }
         info!(worker = %this.cfg.id, "worker stopped");
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! dead-letter queue with its reason and the job ends `retries_exhausted`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bus::{Acker, Bus, Delivery, Message, topology};
 use chrono::Utc;
@@ -34,15 +35,22 @@ enum Attempt {
 impl Worker {
     /// Handles one delivery end to end, settling it exactly once.
     pub(crate) async fn handle(&self, delivery: Delivery) {
+        let started = Instant::now();
+        let _in_flight = InFlight::enter(&self.metrics.in_flight);
+        // Tasks are run one per model batch until batching lands.
+        self.metrics.batch_size.observe(1.0);
         let (message, redelivered, acker) = delivery.into_parts();
         let task = match parse_task(&message, self.cfg.allow_local_media) {
             Ok(task) => task,
             Err((job_id, tenant, code, msg)) => {
                 warn!(message_id = %message.id, %code, "refusing task: {msg}");
                 let result = JobResult::failure(job_id, tenant, None, JobStatus::Failed, code, msg);
+                self.metrics.observe_result("unknown", result.status, started.elapsed(), &[]);
                 return self.finish(result, acker).await;
             }
         };
+        let waited = (Utc::now() - task.dispatched_at).to_std().unwrap_or_default();
+        self.metrics.queue_wait.with_label_values(&[task.job.kind().as_str()]).observe(waited.as_secs_f64());
         let job = task.job.clone();
         let span = info_span!("task", job_id = %job.job_id(), tenant = %job.tenant(), kind = job.kind().as_str(), attempt = task.attempt);
         async {
@@ -56,7 +64,7 @@ impl Worker {
             }
             if redelivered {
                 let why = format!("attempt {} was interrupted (the worker running it was lost)", task.attempt);
-                return self.retry(task, acker, why).await;
+                return self.retry(task, acker, why, started).await;
             }
             let attempt = if job.deadline().is_some_and(|d| d < Utc::now()) {
                 let r = self.failure(
@@ -98,9 +106,9 @@ impl Worker {
             match attempt {
                 Attempt::Done(mut r) => {
                     r.attempt = task.attempt;
-                    self.commit(r, acker).await
+                    self.commit(r, acker, started).await
                 }
-                Attempt::Retry(why) => self.retry(task, acker, why).await,
+                Attempt::Retry(why) => self.retry(task, acker, why, started).await,
                 Attempt::Requeue(why) => self.put_back(task, acker, &why).await,
             }
         }
@@ -114,7 +122,7 @@ impl Worker {
     }
 
     /// Sends the task up the retry ladder, or to the dead-letter queue once attempts run out.
-    async fn retry(&self, mut task: Task, acker: Box<dyn Acker>, why: String) {
+    async fn retry(&self, mut task: Task, acker: Box<dyn Acker>, why: String, started: Instant) {
         let job = task.job.clone();
         if task.attempt >= self.cfg.max_attempts || self.rungs.is_empty() {
             warn!(attempts = task.attempt, "attempts exhausted; dead-lettering: {why}");
@@ -124,10 +132,11 @@ impl Worker {
             if let Err(e) = self.bus.publish("", topology::DEAD_LETTER_QUEUE, msg).await {
                 return requeue(acker, &format!("dead-letter publish failed: {e}")).await;
             }
+            self.metrics.dead_lettered.with_label_values(&[job.kind().as_str()]).inc();
             let message = format!("failed {} attempts; last: {why}", task.attempt);
             let mut r = self.failure(&job, JobStatus::Failed, ErrorCode::RetriesExhausted, message);
             r.attempt = task.attempt;
-            return self.commit(r, acker).await;
+            return self.commit(r, acker, started).await;
         }
         let rung = &self.rungs[(task.attempt as usize).saturating_sub(1).min(self.rungs.len() - 1)];
         task.attempt += 1;
@@ -138,6 +147,7 @@ impl Worker {
         if let Err(e) = self.bus.publish(rung, &queue, msg).await {
             return requeue(acker, &format!("retry publish failed: {e}")).await;
         }
+        self.metrics.retries.with_label_values(&[job.kind().as_str()]).inc();
         warn!(next_attempt = task.attempt, %rung, "retrying: {why}");
         self.publish_state(&job, JobState::Retrying, Some(why)).await;
         if let Err(e) = acker.ack().await {
@@ -155,6 +165,7 @@ impl Worker {
         match self.bus.publish("", &queue, msg).await {
             Ok(()) => {
                 info!("put back on {queue}: {why}");
+                self.metrics.put_back.with_label_values(&[job.kind().as_str()]).inc();
                 if let Err(e) = acker.ack().await {
                     warn!("ack after put-back failed ({e}); a duplicate will find result.json");
                 }
@@ -253,7 +264,8 @@ impl Worker {
 
     /// Writes `result.json` (the commit marker), publishes `finished`, then acks. A transient
     /// storage failure requeues the message instead: nothing is acked before it is durable.
-    async fn commit(&self, mut result: JobResult, acker: Box<dyn Acker>) {
+    /// A stored result is counted in the metrics, with the time since `started`.
+    async fn commit(&self, mut result: JobResult, acker: Box<dyn Acker>, started: Instant) {
         result.worker.get_or_insert_with(|| self.cfg.id.clone());
         let bytes = serde_json::to_vec_pretty(&result).expect("results serialise");
         let meta = ObjectMeta { content_type: "application/json".into(), ..Default::default() };
@@ -261,6 +273,10 @@ impl Worker {
             Ok(key) => self.store.put_bytes(&key, &bytes, &meta).await.map(|_| ()),
             Err(e) => Err(e),
         };
+        if !matches!(&stored, Err(e) if e.is_transient()) {
+            let kind = result.kind.map_or("unknown", |k| k.as_str());
+            self.metrics.observe_result(kind, result.status, started.elapsed(), &result.timings);
+        }
         match stored {
             Ok(()) => self.finish(result, acker).await,
             Err(e) if e.is_transient() => requeue(acker, &e.to_string()).await,
@@ -397,5 +413,21 @@ impl ProgressSink for EventProgress {
             );
             let _ = self.tx.send(ev);
         }
+    }
+}
+
+/// Counts a task in `reelforge_tasks_in_flight` while it lives.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
