@@ -24,7 +24,7 @@ enum Command {
     /// Run the scheduler of a fleet: admission, routing, job state, HTTP API (RabbitMQ).
     Scheduler(commands::fleet::SchedulerArgs),
     /// Run a worker of a fleet: consume tasks, run pipelines, store outputs (RabbitMQ).
-    Worker(commands::fleet::WorkerArgs),
+    Worker(Box<commands::fleet::WorkerArgs>),
     /// Submit a job document to a fleet (`--wait` follows it to its result).
     Submit(commands::fleet::SubmitArgs),
     /// Show a job's state and result, from the scheduler's HTTP API.
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::runtime().and_then(|rt| rt.block_on(commands::demo::run(args))),
         Command::Validate { file, allow_local } => commands::validate::run(&file, allow_local),
         Command::Scheduler(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::scheduler(args))),
-        Command::Worker(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::worker(args))),
+        Command::Worker(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::worker(*args))),
         Command::Submit(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::submit(args))),
         Command::Status(args) => commands::runtime().and_then(|rt| rt.block_on(commands::fleet::status(args))),
         Command::Models(cmd) => commands::models::run(cmd),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::{Bus, topology};
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use protocol::{JobKind, JobState};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -22,9 +22,6 @@ pub enum MetricsError {
     /// A metric was malformed or registered twice.
     #[error(transparent)]
     Prometheus(#[from] prometheus::Error),
-    /// The exposition was not UTF-8.
-    #[error("exposition is not UTF-8: {0}")]
-    Encoding(#[from] std::string::FromUtf8Error),
 }
 
 /// The states a job counts as in flight in.
@@ -107,9 +104,7 @@ impl SchedulerMetrics {
 
     /// The text exposition format (what `/metrics` serves).
     pub fn render(&self) -> Result<String, MetricsError> {
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        Ok(String::from_utf8(buf)?)
+        Ok(TextEncoder::new().encode_to_string(&self.registry.gather())?)
     }
 }
 

@@ -7,8 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use protocol::{JobStatus, StageTiming};
 
@@ -18,9 +17,6 @@ pub enum MetricsError {
     /// A metric was malformed or registered twice.
     #[error(transparent)]
     Prometheus(#[from] prometheus::Error),
-    /// The exposition was not UTF-8.
-    #[error("exposition is not UTF-8: {0}")]
-    Encoding(#[from] std::string::FromUtf8Error),
 }
 
 /// Buckets of whole-job durations, seconds: sub-second no-ops to half-hour diffusion runs.
@@ -208,9 +204,7 @@ impl WorkerMetrics {
 
     /// The text exposition format (what `/metrics` serves).
     pub fn render(&self) -> Result<String, MetricsError> {
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        Ok(String::from_utf8(buf)?)
+        Ok(TextEncoder::new().encode_to_string(&self.registry.gather())?)
     }
 }
 

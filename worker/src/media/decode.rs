@@ -41,9 +41,10 @@ pub struct Frame {
     pub image: RgbImage,
 }
 
-/// Owns the swscale context. `SwsContext` has no thread affinity; it is only ever used through
-/// `&mut self` of the single `FrameDecoder` that owns it, so moving it between threads is sound.
-struct Scaler(scaling::Context);
+/// Owns a swscale context. `SwsContext` has no thread affinity; it is only ever used through
+/// `&mut self` of the single decoder or encoder that owns it, so moving it between threads is
+/// sound.
+pub(super) struct Scaler(pub(super) scaling::Context);
 
 // SAFETY: see the type docs; the context is never shared, only moved.
 unsafe impl Send for Scaler {}

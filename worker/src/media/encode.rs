@@ -9,6 +9,7 @@ use ffmpeg::{Dictionary, Rational};
 use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
+use super::decode::Scaler;
 use super::{MediaError, init};
 
 /// Encoder settings.
@@ -37,12 +38,6 @@ pub struct EncodeReport {
     /// Size of the written file.
     pub bytes: u64,
 }
-
-/// See `decode::Scaler`: the swscale context is owned and used through `&mut self` only.
-struct Scaler(scaling::Context);
-
-// SAFETY: the context is never shared between threads, only moved with its owner.
-unsafe impl Send for Scaler {}
 
 /// Streaming H.264 MP4 writer. Call [`VideoEncoder::finish`]; dropping it early leaves an
 /// unplayable partial file behind.
