@@ -39,7 +39,8 @@ enum Command {
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
     /// Detect the watermark in a file (`watermark detect FILE`).
-    Watermark,
+    #[command(subcommand)]
+    Watermark(commands::watermark::WatermarkCommand),
     /// Check a job document against the wire format and print the first problem.
     Validate {
         /// The job document (JSON).
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => commands::models::run(cmd),
         Command::Train(cmd) => commands::train::run(cmd),
         Command::Eval(cmd) => commands::eval::run(cmd),
-        Command::Watermark => commands::not_yet("watermark detection", "issue 7 (fidelity)"),
+        Command::Watermark(cmd) => commands::watermark::run(cmd),
     };
     match outcome {
         Ok(code) => code,

@@ -62,6 +62,37 @@ fn demo_ends_with_a_table_of_real_files() {
             assert_eq!(codec, "mjpeg", "{path}");
         }
         kinds.insert(row.split('┆').nth(1).unwrap().trim().to_owned());
+        // Every output is marked; the CLI finds the mark in the editor's outputs. (The demo's
+        // creator outputs come from a 20-step tiny MCVD: 32×32 colour noise scaled up, whose
+        // energy in the watermark's band exceeds the push cap, so their mark is not reliably
+        // readable; natural content is covered by worker/tests/watermark.rs.)
+        let out = reelforge().args(["watermark", "detect", path]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if path.contains("/demo-edit-") {
+            assert!(out.status.success(), "no watermark in {path}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(text.contains("payload") && text.contains("generator   reelforge-editor"), "{text}");
+        }
     }
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["clip", "thumbnail", "video"]);
+}
+
+#[test]
+fn watermark_detect_rejects_unmarked_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("plain.png");
+    std::fs::write(&png, worker::media::encode_png(&worker::samples::textured_frame(320, 180, 0.0, 9)).unwrap())
+        .unwrap();
+    let mp4 = dir.path().join("plain.mp4");
+    worker::samples::write_textured_video(&mp4, 1.0, 8, 256, 144, 9).unwrap();
+    for f in [&png, &mp4] {
+        let out = reelforge().args(["watermark", "detect"]).arg(f).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no watermark found"));
+    }
+    // Not media at all: an error, not a silent "none".
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"not a video").unwrap();
+    let out = reelforge().args(["watermark", "detect"]).arg(&junk).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error"), "{}", String::from_utf8_lossy(&out.stderr));
 }

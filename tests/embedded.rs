@@ -217,3 +217,122 @@ async fn redelivered_task_with_a_committed_result_is_not_run_again() {
         .count();
     assert_eq!(running_after, 0, "the job ran a second time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_marked_and_say_they_are_ai_generated() {
+    let mut h = Harness::start().await;
+    let mut e = h.edit("wm1");
+    e["options"]["output_size"] = json!({ "width": 256, "height": 144 });
+    h.submit("wm1", e.to_string().into_bytes()).await;
+    let r = h.finished(&["wm1"]).await.remove("wm1").unwrap();
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.error);
+    let key = worker::watermark::WatermarkKey::dev();
+    let payload = worker::watermark::Payload::for_job(&key, "t1", "wm1", worker::watermark::Generator::EDITOR);
+    assert!(r.timings.iter().any(|t| t.stage == protocol::Stage::Watermark));
+    for o in &r.outputs {
+        assert_eq!(o.watermark.as_deref(), Some(payload.hex().as_str()));
+        let d = worker::watermark::detect_file(path_of(&o.uri), &key, &Default::default()).unwrap();
+        assert_eq!(d.found, Some(payload), "{}", o.uri);
+        let sidecar: Value =
+            serde_json::from_slice(&std::fs::read(format!("{}.meta.json", path_of(&o.uri).display())).unwrap())
+                .unwrap();
+        assert_eq!(sidecar["metadata"]["ai-generated"], "true");
+        assert_eq!(sidecar["metadata"]["watermark"], payload.hex());
+        assert!(sidecar["metadata"]["generator"].as_str().unwrap().ends_with("reelforge-editor"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_read_another_tenants_outputs() {
+    let mut h = Harness::start().await;
+    h.submit("mine", h.edit("mine").to_string().into_bytes()).await;
+    let r = h.finished(&["mine"]).await.remove("mine").unwrap();
+    let clip = r.outputs.iter().find(|o| o.kind == protocol::OutputKind::Clip).unwrap();
+    // Tenant t2 asks for t1's clip as its source: directly, through `..` (refused by
+    // validation) and through a symbolic link outside the store.
+    let direct = clip.uri.clone();
+    let dotted = direct.replace("/store/t1/", "/store/t2/../t1/");
+    let link = h.dir.path().join("innocent.mp4");
+    std::os::unix::fs::symlink(path_of(&clip.uri), &link).unwrap();
+    let linked = format!("file://{}", link.display());
+    for (id, source) in [("theirs", direct), ("theirs2", dotted), ("theirs3", linked)] {
+        let mut job = h.edit(id);
+        job["tenant"] = json!("t2");
+        job["source"] = json!(source);
+        h.submit(id, job.to_string().into_bytes()).await;
+    }
+    // The same tenant may reuse its own output.
+    let mut own = h.edit("reuse");
+    own["source"] = json!(clip.uri);
+    h.submit("reuse", own.to_string().into_bytes()).await;
+    let r = h.finished(&["theirs", "theirs2", "theirs3", "reuse"]).await;
+    for id in ["theirs", "theirs2", "theirs3"] {
+        let e = r[id].error.as_ref().expect("refused");
+        assert_eq!(e.code, ErrorCode::InvalidJob, "{id}: {}", e.message);
+        let why = if id == "theirs2" { "`..`" } else { "may not read" };
+        assert!(e.message.contains(why), "{id}: {}", e.message);
+        assert!(!h.store().join("t2").join(id).join("clip-01.mp4").exists());
+    }
+    assert_eq!(r["reuse"].status, JobStatus::Succeeded, "{:?}", r["reuse"].error);
+}
+
+/// Everything written through `tracing`, for the privacy test.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_and_history_never_reach_the_logs() {
+    let logs = CapturedLogs::default();
+    // Every level, every target, as with RUST_LOG=trace (the global subscriber of this binary).
+    let installed = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .try_init()
+        .is_ok();
+    assert!(installed, "another test installed a subscriber first");
+    let mut h = Harness::start().await;
+    let secret = "s3cr3t-user-wish-8f2e";
+    let mut ok = h.edit("private");
+    ok["guidance"] = json!({
+        "instruction": format!("{secret} instruction"),
+        "style": format!("{secret} style"),
+        "history": [ { "item_id": format!("{secret}-item"), "embedding": [0.1, 0.2, 0.3] } ]
+    });
+    h.submit("private", ok.to_string().into_bytes()).await;
+    // Refused documents that carry the secret where it does not belong.
+    let mut wrong_type = h.edit("private-bad");
+    wrong_type["guidance"]["history"] = json!(format!("{secret}-as-a-string"));
+    h.submit("private-bad", wrong_type.to_string().into_bytes()).await;
+    let mut control = h.edit("private-ctl");
+    control["guidance"]["instruction"] = json!(format!("{secret}\u{7}bell"));
+    h.submit("private-ctl", control.to_string().into_bytes()).await;
+    let r = h.finished(&["private", "private-bad", "private-ctl"]).await;
+    assert_eq!(r["private"].status, JobStatus::Succeeded, "{:?}", r["private"].error);
+    assert_eq!(r["private-bad"].status, JobStatus::Failed);
+    assert_eq!(r["private-ctl"].status, JobStatus::Failed);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("private"), "the capture saw nothing: {text}");
+    assert!(
+        !text.contains(secret),
+        "a secret reached the logs:\n{}",
+        text.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n")
+    );
+}

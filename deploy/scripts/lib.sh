@@ -9,10 +9,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Debian packages the build needs (ffmpeg-next's bindgen and FFmpeg 5.1's libraries).
 BUILD_PACKAGES=(clang libclang-dev pkg-config libavcodec-dev libavformat-dev libavutil-dev
   libavfilter-dev libavdevice-dev libswscale-dev libswresample-dev)
-# Debian packages the tests and the demo's checks need (ffmpeg/ffprobe as independent tools,
-# RabbitMQ for the fleet tests, Prometheus and promtool for the metrics and deploy checks; apt
-# does not start Prometheus, the tests run their own), and python3-venv for check-deploy.sh.
-TEST_PACKAGES=(ffmpeg rabbitmq-server prometheus python3-venv)
+# Debian packages the tests and the demo's checks need (ffmpeg/ffprobe and libjpeg-turbo's
+# cjpeg as independent tools, the openssl CLI that makes the C2PA tests' certificates,
+# RabbitMQ for the fleet tests, Prometheus and promtool for the
+# metrics and deploy checks; apt does not start Prometheus, the tests run their own), and
+# python3-venv for check-deploy.sh.
+TEST_PACKAGES=(ffmpeg libjpeg-turbo-progs openssl rabbitmq-server prometheus python3-venv)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -163,6 +163,18 @@ pub struct EditOptions {
     /// Output size; the source's size (rounded to even) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_size: Option<FrameSize>,
+    /// Shot-cut threshold on PySceneDetect's ContentDetector scale (mean HSV change, 0 to 255;
+    /// lower cuts more often).
+    #[serde(default = "default_shot_threshold")]
+    #[schemars(range(min = 0, max = 255))]
+    pub shot_threshold: f64,
+    /// Diffusion settings of generated thumbnails (`thumbnail`: `generate` or `both`).
+    #[serde(default)]
+    pub generate: GenerateOptions,
+}
+
+fn default_shot_threshold() -> f64 {
+    DEFAULT_SHOT_THRESHOLD
 }
 
 impl Default for EditOptions {
@@ -173,7 +185,96 @@ impl Default for EditOptions {
             clips: default_clips(),
             thumbnail: ThumbnailMode::default(),
             output_size: None,
+            shot_threshold: default_shot_threshold(),
+            generate: GenerateOptions::default(),
         }
+    }
+}
+
+fn default_gen_steps() -> u32 {
+    DEFAULT_GENERATE_STEPS
+}
+fn default_strength() -> f64 {
+    DEFAULT_GENERATE_STRENGTH
+}
+fn default_guidance_scale() -> f64 {
+    DEFAULT_GUIDANCE_SCALE
+}
+fn default_candidates() -> u8 {
+    DEFAULT_GENERATE_CANDIDATES
+}
+
+/// How a thumbnail is generated with Stable Diffusion: image-to-image from the selected frame
+/// (or text-to-image when `strength` is 1), guided by the job's instruction and style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateOptions {
+    /// Denoising steps for strength 1 (sd-turbo runs 1–4 whatever is asked).
+    #[serde(default = "default_gen_steps")]
+    #[schemars(range(min = 1, max = 200))]
+    pub steps: u32,
+    /// Share of the schedule run on the selected frame: 0 keeps the frame, 1 ignores it.
+    #[serde(default = "default_strength")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub strength: f64,
+    /// Classifier-free guidance scale; 1 or less turns guidance off.
+    #[serde(default = "default_guidance_scale")]
+    #[schemars(range(min = 0.0, max = 30.0))]
+    pub guidance_scale: f64,
+    /// What the image should not show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Seed: the same seed and inputs give the same thumbnail.
+    #[serde(default)]
+    pub seed: u64,
+    /// Candidates generated; the best by CLIP score against the guidance is kept.
+    #[serde(default = "default_candidates")]
+    #[schemars(range(min = 1, max = 8))]
+    pub candidates: u8,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            steps: default_gen_steps(),
+            strength: default_strength(),
+            guidance_scale: default_guidance_scale(),
+            negative_prompt: None,
+            seed: 0,
+            candidates: default_candidates(),
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// The semantic checks; `path` is where the options sit in the document.
+    pub fn validate(&self, path: &str) -> Result<(), ValidationError> {
+        let at = |f: &str| format!("{path}.{f}");
+        if !(1..=MAX_GENERATE_STEPS).contains(&self.steps) {
+            return Err(ValidationError::new(
+                at("steps"),
+                format!("must be 1 to {MAX_GENERATE_STEPS}, got {}", self.steps),
+            ));
+        }
+        check_finite(&at("strength"), self.strength)?;
+        if !(0.0..=1.0).contains(&self.strength) {
+            return Err(ValidationError::new(at("strength"), format!("must be 0 to 1, got {}", self.strength)));
+        }
+        check_finite(&at("guidance_scale"), self.guidance_scale)?;
+        if !(0.0..=MAX_GUIDANCE_SCALE).contains(&self.guidance_scale) {
+            return Err(ValidationError::new(
+                at("guidance_scale"),
+                format!("must be 0 to {MAX_GUIDANCE_SCALE}, got {}", self.guidance_scale),
+            ));
+        }
+        check_text(&at("negative_prompt"), &self.negative_prompt)?;
+        if !(1..=MAX_GENERATE_CANDIDATES).contains(&self.candidates) {
+            return Err(ValidationError::new(
+                at("candidates"),
+                format!("must be 1 to {MAX_GENERATE_CANDIDATES}, got {}", self.candidates),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -566,6 +667,14 @@ impl EditJob {
         if let Some(size) = &o.output_size {
             check_size("options.output_size", size)?;
         }
+        check_finite("options.shot_threshold", o.shot_threshold)?;
+        if !(0.0..=MAX_SHOT_THRESHOLD).contains(&o.shot_threshold) {
+            return Err(ValidationError::new(
+                "options.shot_threshold",
+                format!("must be 0 to {MAX_SHOT_THRESHOLD}, got {}", o.shot_threshold),
+            ));
+        }
+        o.generate.validate("options.generate")?;
         Ok(())
     }
 }

@@ -22,11 +22,11 @@ pub use error::{ErrorCode, ProtocolError, ValidationError};
 pub use event::{Event, EventBody, JobState, Stage};
 pub use ids::{JobId, TenantId};
 pub use job::{
-    Conditioning, CreateJob, CreateMode, EditJob, EditOptions, FrameSize, Guidance, HistoryItem, Job, JobKind, Sampler,
-    SamplerKind, ThumbnailMode, ValidationContext,
+    Conditioning, CreateJob, CreateMode, EditJob, EditOptions, FrameSize, GenerateOptions, Guidance, HistoryItem, Job,
+    JobKind, Sampler, SamplerKind, ThumbnailMode, ValidationContext,
 };
 pub use media::{MediaLocation, MediaUri};
-pub use result::{JobError, JobResult, JobStatus, ModelUse, Output, OutputKind, StageTiming};
+pub use result::{JobError, JobResult, JobStatus, ModelUse, Output, OutputKind, StageTiming, Withheld};
 pub use task::Task;
 
 /// The wire version every document of this crate carries in its `v` field.

@@ -43,3 +43,21 @@ pub const MAX_FPS: u32 = 120;
 pub const MAX_SAMPLER_STEPS: u32 = 1_000;
 /// Longest conditioning range, in seconds.
 pub const MAX_CONDITIONING_SECONDS: f64 = 600.0;
+/// Shot-cut threshold an edit job gets by default (PySceneDetect's ContentDetector default).
+pub const DEFAULT_SHOT_THRESHOLD: f64 = 27.0;
+/// Highest shot-cut threshold (the largest possible mean HSV change).
+pub const MAX_SHOT_THRESHOLD: f64 = 255.0;
+/// Most denoising steps a generated thumbnail may ask for.
+pub const MAX_GENERATE_STEPS: u32 = 200;
+/// Denoising steps of a generated thumbnail when the job names none.
+pub const DEFAULT_GENERATE_STEPS: u32 = 30;
+/// img2img strength when the job names none.
+pub const DEFAULT_GENERATE_STRENGTH: f64 = 0.6;
+/// Largest classifier-free guidance scale.
+pub const MAX_GUIDANCE_SCALE: f64 = 30.0;
+/// Guidance scale when the job names none (Stable Diffusion's usual 7.5).
+pub const DEFAULT_GUIDANCE_SCALE: f64 = 7.5;
+/// Most thumbnail candidates per job (each is a full diffusion run).
+pub const MAX_GENERATE_CANDIDATES: u8 = 8;
+/// Candidates when the job names none.
+pub const DEFAULT_GENERATE_CANDIDATES: u8 = 2;

@@ -68,6 +68,24 @@ pub struct Output {
     pub watermark: Option<String>,
 }
 
+/// An output a fidelity check kept back: it was not uploaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Withheld {
+    /// The output's object name (`thumbnail.jpg`, `clip-01.mp4`).
+    pub name: String,
+    /// Clip, thumbnail or video.
+    pub kind: OutputKind,
+    /// The check that refused it (`safety`).
+    pub check: String,
+    /// The concept it matched.
+    pub concept: String,
+    /// The highest cosine of its frames with the concept.
+    pub score: f32,
+    /// The concept's threshold.
+    pub threshold: f32,
+}
+
 /// Time spent in one stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +135,9 @@ pub struct JobResult {
     /// Durable outputs (empty unless succeeded).
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// Outputs a fidelity check kept back (not uploaded), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<Withheld>,
     /// Time per stage, in order.
     #[serde(default)]
     pub timings: Vec<StageTiming>,
@@ -150,6 +171,7 @@ impl JobResult {
             kind,
             status,
             outputs: Vec::new(),
+            withheld: Vec::new(),
             timings: Vec::new(),
             models: Vec::new(),
             error: None,

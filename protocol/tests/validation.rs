@@ -89,6 +89,10 @@ fn out_of_range_numbers() {
     assert_eq!(path, "options.clip_seconds_max");
     let (path, _) = edit_err(|v| v["options"] = json!({ "output_size": { "width": 641, "height": 360 } }));
     assert_eq!(path, "options.output_size.width");
+    let (path, p) = edit_err(|v| v["options"] = json!({ "shot_threshold": 300.0 }));
+    assert_eq!((path.as_str(), p.contains("0 to 255")), ("options.shot_threshold", true), "{p}");
+    let (path, _) = edit_err(|v| v["options"] = json!({ "shot_threshold": -1 }));
+    assert_eq!(path, "options.shot_threshold");
 
     let mut c = create();
     c["frames"] = json!(5000);
@@ -183,4 +187,36 @@ fn deadline_must_be_rfc3339() {
     v["deadline"] = json!("2031-05-01T12:00:00+02:00");
     let Job::Edit(j) = parse(&v).unwrap() else { panic!() };
     assert_eq!(j.deadline.unwrap().to_rfc3339(), "2031-05-01T10:00:00+00:00");
+}
+
+#[test]
+fn generate_options_defaults_and_limits() {
+    let Job::Edit(e) = parse(&edit()).unwrap() else { panic!() };
+    let g = &e.options.generate;
+    assert_eq!((g.steps, g.strength, g.guidance_scale, g.candidates, g.seed), (30, 0.6, 7.5, 2, 0));
+    assert_eq!(g.negative_prompt, None);
+
+    let mut ok = edit();
+    ok["options"] = json!({ "thumbnail": "generate", "generate": {
+        "steps": 4, "strength": 0.0, "guidance_scale": 0.0, "negative_prompt": "blurry", "seed": 7, "candidates": 8 } });
+    let Job::Edit(e) = parse(&ok).unwrap() else { panic!() };
+    assert_eq!(e.options.generate.negative_prompt.as_deref(), Some("blurry"));
+    assert_eq!((e.options.generate.seed, e.options.generate.candidates), (7, 8));
+
+    for (field, bad, needle) in [
+        ("steps", json!(0), "1 to 200"),
+        ("steps", json!(201), "1 to 200"),
+        ("strength", json!(1.5), "0 to 1"),
+        ("strength", json!(-0.1), "0 to 1"),
+        ("guidance_scale", json!(31.0), "0 to 30"),
+        ("candidates", json!(0), "1 to 8"),
+        ("candidates", json!(9), "1 to 8"),
+        ("negative_prompt", json!("a\u{7}b"), "control"),
+    ] {
+        let (path, p) = edit_err(|v| v["options"] = json!({ "generate": { field: bad } }));
+        assert_eq!(path, format!("options.generate.{field}"), "{p}");
+        assert!(p.contains(needle), "{field}: {p}");
+    }
+    let (path, _) = edit_err(|v| v["options"] = json!({ "generate": { "sampler": "ddim" } }));
+    assert!(path.starts_with("options.generate"), "{path}");
 }

@@ -6,7 +6,10 @@
 //! The creator runs MCVD: unless `--mcvd DIR` names a checkpoint, the demo first trains the
 //! tiny configuration on the sample video itself for `--mcvd-steps` steps (batch 4; tens of
 //! seconds on two cores, so the output is still mostly noise), then continues the video (`predict`) and makes a
-//! new one from nothing (`generate`).
+//! new one from nothing (`generate`). The editor selects clips and the thumbnail with CLIP and
+//! generates a second thumbnail with Stable Diffusion (image-to-image from the selected frame):
+//! the tiny models of `models init-tiny` unless `--models DIR` holds real checkpoints
+//! (`DIR/clip/`, `DIR/sd/`, `DIR/mcvd/`, in the layouts `models init-tiny` writes).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +44,12 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
-    /// An MCVD checkpoint for the creator; without it the demo trains a tiny one.
+    /// A models directory (`clip/`, `sd/`, `mcvd/`), as `models init-tiny` writes; tiny CLIP
+    /// and SD and a freshly trained tiny MCVD stand in for what it lacks.
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// An MCVD checkpoint for the creator (overrides `--models`); without either the demo trains
+    /// a tiny one.
     #[arg(long)]
     mcvd: Option<PathBuf>,
     /// Training steps of the demo's tiny MCVD (0: untrained, as `models init-tiny` writes).
@@ -71,8 +79,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let mcvd = match &args.mcvd {
-        Some(dir) => dir.clone(),
+    let given =
+        |name: &str, marker: &str| args.models.as_ref().map(|m| m.join(name)).filter(|d| d.join(marker).is_file());
+    let sd = match given("sd", "model_index.json") {
+        Some(dir) => dir,
+        None => {
+            let dir = out.join("models").join("sd");
+            super::models::init_tiny_sd(&dir)?;
+            dir
+        }
+    };
+    let clip = match given("clip", "config.json") {
+        Some(dir) => dir,
+        None => {
+            let dir = out.join("models").join("clip");
+            super::models::init_tiny_clip(&dir)?;
+            dir
+        }
+    };
+    let mcvd = match args.mcvd.clone().or_else(|| given("mcvd", "config.json")) {
+        Some(dir) => dir,
         None => {
             let dir = out.join("models").join("mcvd");
             let (video, steps) = (input.clone(), args.mcvd_steps);
@@ -97,6 +123,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         scratch_dir: out.join("scratch"),
         allow_local_media: true,
         mcvd: Some(mcvd),
+        clip: Some(clip),
+        sd: Some(sd),
         ..Default::default()
     };
     let worker = Worker::new(bus.clone(), store, wcfg);
@@ -110,7 +138,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "v": 1, "kind": "edit", "job_id": format!("demo-edit-{stamp}"), "tenant": "demo", "priority": 5,
             "source": source,
             "guidance": { "instruction": "the most striking moments" },
-            "options": { "clips": 3, "clip_seconds_min": 2.0, "clip_seconds_max": 3.0, "thumbnail": "select" }
+            "options": { "clips": 3, "clip_seconds_min": 2.0, "clip_seconds_max": 3.0, "thumbnail": "both",
+                "generate": { "steps": 8, "strength": 0.6, "candidates": 2, "seed": 7 } }
         }),
         json!({
             "v": 1, "kind": "create", "job_id": format!("demo-create-{stamp}"), "tenant": "demo", "priority": 5,

@@ -54,7 +54,7 @@ fn edit_cuts_clips_and_a_thumbnail() {
         json!({ "clips": 2, "clip_seconds_min": 2.0, "clip_seconds_max": 3.0, "output_size": { "width": 160, "height": 90 } }),
     );
     let mut c = ctx(dir.path());
-    let out = EditPipeline::default().run(&job, &src, &mut c).unwrap();
+    let out = EditPipeline::default().run(&job, &src, &[], &mut c).unwrap();
     let clips: Vec<_> = out.artifacts.iter().filter(|a| a.kind == OutputKind::Clip).collect();
     assert_eq!(clips.len(), 2);
     for clip in &clips {
@@ -77,7 +77,7 @@ fn video_shorter_than_a_clip_gives_one_whole_clip() {
     let src = dir.path().join("short.mp4");
     worker::samples::write_sample_video(&src, 1.2, 25, 128, 72, 1).unwrap();
     let job = edit_job(&src, json!({ "clips": 3, "clip_seconds_min": 2.0 }));
-    let out = EditPipeline::default().run(&job, &src, &mut ctx(dir.path())).unwrap();
+    let out = EditPipeline::default().run(&job, &src, &[], &mut ctx(dir.path())).unwrap();
     let clips: Vec<_> = out.artifacts.iter().filter(|a| a.kind == OutputKind::Clip).collect();
     assert_eq!(clips.len(), 1);
     assert_valid_output(&clips[0].path, 128, 72, 1.2, 0.1);
@@ -89,7 +89,7 @@ fn bad_media_is_a_typed_error() {
     let src = dir.path().join("noise.mp4");
     std::fs::write(&src, (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
     let job = edit_job(&src, json!({}));
-    let err = EditPipeline::default().run(&job, &src, &mut ctx(dir.path())).unwrap_err();
+    let err = EditPipeline::default().run(&job, &src, &[], &mut ctx(dir.path())).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidMedia, "{err}");
     assert!(!err.is_transient());
 }
@@ -100,7 +100,7 @@ fn generated_thumbnails_need_the_diffusion_model() {
     let src = dir.path().join("src.mp4");
     worker::samples::write_sample_video(&src, 1.0, 10, 64, 64, 1).unwrap();
     let job = edit_job(&src, json!({ "thumbnail": "generate" }));
-    let err = EditPipeline::default().run(&job, &src, &mut ctx(dir.path())).unwrap_err();
+    let err = EditPipeline::default().run(&job, &src, &[], &mut ctx(dir.path())).unwrap_err();
     assert!(matches!(err, PipelineError::Unsupported(_)), "{err}");
 }
 
@@ -136,6 +136,6 @@ fn cancellation_stops_before_the_next_stage() {
     let job = edit_job(&src, json!({}));
     let mut c = ctx(dir.path());
     c.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-    let err = EditPipeline::default().run(&job, &src, &mut c).unwrap_err();
+    let err = EditPipeline::default().run(&job, &src, &[], &mut c).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Cancelled);
 }

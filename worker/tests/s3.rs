@@ -551,6 +551,8 @@ async fn worker_writes_outputs_then_result_json_last() {
     let m = head.metadata().unwrap();
     assert_eq!(m.get("ai-generated").map(String::as_str), Some("true"));
     assert_eq!(m.get("job-id").map(String::as_str), Some("job-1"));
+    assert!(m.get("generator").is_some_and(|g| g.ends_with("reelforge-editor")), "{m:?}");
+    assert_eq!(m.get("watermark"), result.outputs[0].watermark.as_ref());
     assert_eq!(head.content_type(), Some(result.outputs[0].content_type.as_str()));
 
     // Redelivered (submitted again): the manifest stops a second run; nothing is re-uploaded.

@@ -10,6 +10,7 @@ use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
 use super::decode::Scaler;
+use super::filter::SharedFilter;
 use super::{MediaError, init};
 
 /// Encoder settings.
@@ -19,13 +20,16 @@ pub struct EncodeOptions {
     pub crf: u8,
     /// x264 preset name, e.g. "veryfast".
     pub preset: String,
-    /// MP4 container metadata, e.g. `("comment", "ai-generated")`.
+    /// MP4 container metadata, e.g. `("comment", "ai-generated")`. Keys other than the
+    /// standard ones (title, comment, …) are written as `mdta` keys (`use_metadata_tags`).
     pub metadata: Vec<(String, String)>,
+    /// Applied to every frame before it is encoded (the watermark).
+    pub filter: Option<SharedFilter>,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self { crf: 20, preset: "veryfast".into(), metadata: Vec::new() }
+        Self { crf: 20, preset: "veryfast".into(), metadata: Vec::new(), filter: None }
     }
 }
 
@@ -54,6 +58,8 @@ pub struct VideoEncoder {
     encoder_time_base: Rational,
     stream_time_base: Rational,
     frames: u64,
+    filter: Option<SharedFilter>,
+    filtered: Option<RgbImage>,
 }
 
 impl VideoEncoder {
@@ -117,7 +123,7 @@ impl VideoEncoder {
             output.set_metadata(meta);
         }
         let mut mux_opts = Dictionary::new();
-        mux_opts.set("movflags", "+faststart");
+        mux_opts.set("movflags", if opts.metadata.is_empty() { "+faststart" } else { "+faststart+use_metadata_tags" });
         output.write_header_with(mux_opts).map_err(|e| fail(format!("cannot write header: {e}")))?;
         // The MP4 muxer picks its own time base during write_header.
         let stream_time_base =
@@ -140,6 +146,8 @@ impl VideoEncoder {
             encoder_time_base,
             stream_time_base,
             frames: 0,
+            filter: opts.filter.clone(),
+            filtered: None,
         })
     }
 
@@ -147,8 +155,25 @@ impl VideoEncoder {
         MediaError::Encode { target: self.path.display().to_string(), reason: reason.into() }
     }
 
-    /// Encode one frame; it must match the size given to [`VideoEncoder::create`].
+    /// Encode one frame; it must match the size given to [`VideoEncoder::create`]. The
+    /// options' filter, if any, is applied to a copy first.
     pub fn push(&mut self, frame: &RgbImage) -> Result<(), MediaError> {
+        let mut filtered = self.filtered.take();
+        let frame = match &self.filter {
+            Some(f) => {
+                let buf = filtered.get_or_insert_with(|| frame.clone());
+                buf.clone_from(frame);
+                f.0.apply(buf);
+                &*buf
+            }
+            None => frame,
+        };
+        let out = self.push_raw(frame);
+        self.filtered = filtered;
+        out
+    }
+
+    fn push_raw(&mut self, frame: &RgbImage) -> Result<(), MediaError> {
         if frame.dimensions() != (self.width, self.height) {
             return Err(MediaError::InvalidDimensions {
                 width: frame.width(),

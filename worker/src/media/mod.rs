@@ -1,11 +1,13 @@
 //! Media handling for reelforge: probe, streaming decode, cut and H.264/MP4 encode of video over
-//! ffmpeg-next, plus JPEG/PNG stills over the `image` crate. Every entry point enforces
+//! ffmpeg-next, plus JPEG/PNG stills over the `image` crate, and the [`FrameFilter`] hook applied
+//! to every frame before it is encoded. Every entry point enforces
 //! [`MediaLimits`] before doing expensive work and reports failures as [`MediaError`].
 
 mod cut;
 mod decode;
 mod encode;
 mod error;
+mod filter;
 mod probe;
 mod still;
 
@@ -15,6 +17,7 @@ pub use cut::cut;
 pub use decode::{DecodeOptions, Frame, FrameDecoder, decode};
 pub use encode::{EncodeOptions, EncodeReport, VideoEncoder};
 pub use error::MediaError;
+pub use filter::{FrameFilter, SharedFilter};
 pub use probe::{ProbeInfo, probe};
 pub use still::{decode_still, encode_jpeg, encode_png};
 

@@ -1,10 +1,13 @@
 //! `pipeline` owns what a worker does with one job: the shared [`JobContext`] (scratch space,
 //! progress, cancellation, limits), the [`Artifact`]s a pipeline leaves in scratch for the
-//! runtime to upload, and [`PipelineError`] with its [`ErrorCode`]. The two pipelines are
-//! [`edit::EditPipeline`] (GeneRec's AI editor) and [`create::CreatePipeline`] (the AI creator).
+//! runtime to upload, the job's watermark and provenance tags ([`JobContext::encode_options`],
+//! [`JobContext::mark_still`]), and [`PipelineError`] with its [`ErrorCode`]. The two pipelines
+//! are [`edit::EditPipeline`] (GeneRec's AI editor) and [`create::CreatePipeline`] (the AI
+//! creator); [`thumbnail::ThumbnailGenerate`] is the editor's Stable Diffusion stage.
 
 pub mod create;
 pub mod edit;
+pub mod thumbnail;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,11 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use image::RgbImage;
 
 use protocol::{ErrorCode, ModelUse, OutputKind, Stage, StageTiming};
 
-use crate::media::{MediaError, MediaLimits};
+use crate::media::{EncodeOptions, MediaError, MediaLimits, SharedFilter};
 use crate::storage::StorageError;
+use crate::watermark::Watermarker;
 
 /// Receives stage progress; the runtime turns it into events.
 pub trait ProgressSink: Send + Sync {
@@ -45,6 +50,11 @@ pub struct JobContext {
     pub interrupt: Arc<AtomicBool>,
     /// When the job must be finished by.
     pub deadline: Option<DateTime<Utc>>,
+    /// The job's watermark, applied to every output frame and still (none in tools and tests
+    /// that do not ask for it).
+    pub watermark: Option<Arc<Watermarker>>,
+    /// Container metadata for video outputs (AI-generated, generator).
+    pub provenance: Vec<(String, String)>,
     timings: Vec<StageTiming>,
 }
 
@@ -63,6 +73,8 @@ impl JobContext {
             cancel,
             interrupt: Arc::new(AtomicBool::new(false)),
             deadline: None,
+            watermark: None,
+            provenance: Vec::new(),
             timings: Vec::new(),
         }
     }
@@ -93,6 +105,33 @@ impl JobContext {
         let out = f(self);
         self.timings.push(StageTiming { stage, ms: t.elapsed().as_secs_f64() * 1e3 });
         out
+    }
+
+    /// Encoder settings for this job's videos: `base` plus the provenance tags and the watermark
+    /// as the frame filter (applied after the final scaling, before encoding).
+    pub fn encode_options(&self, base: &EncodeOptions) -> EncodeOptions {
+        let mut opts = base.clone();
+        opts.metadata.extend(self.provenance.iter().cloned());
+        if let Some(wm) = &self.watermark {
+            opts.filter = Some(SharedFilter(wm.clone()));
+        }
+        opts
+    }
+
+    /// Marks a still (a thumbnail) with the job's watermark, after its final scaling and
+    /// before it is encoded.
+    pub fn mark_still(&self, img: &mut RgbImage) {
+        if let Some(wm) = &self.watermark {
+            wm.mark(img);
+        }
+    }
+
+    /// Records the time the watermark took inside the other stages as a `watermark` stage.
+    pub fn record_watermark(&mut self) {
+        if let Some(wm) = &self.watermark {
+            let ms = wm.elapsed().as_secs_f64() * 1e3;
+            self.timings.push(StageTiming { stage: Stage::Watermark, ms });
+        }
     }
 
     /// The timings recorded so far, in order.
@@ -170,6 +209,12 @@ pub enum PipelineError {
     /// A model produced non-finite values or failed.
     #[error("model failure: {0}")]
     Model(String),
+    /// A fidelity check refused the job's outputs.
+    #[error("{0}")]
+    Unsafe(String),
+    /// Attaching content credentials (C2PA) failed.
+    #[error("content credentials: {0}")]
+    Provenance(String),
     /// Cancelled between stages.
     #[error("cancelled")]
     Cancelled,
@@ -202,6 +247,8 @@ impl PipelineError {
             PipelineError::Unsupported(_) => ErrorCode::UnknownProfile,
             PipelineError::BadGuidance(_) => ErrorCode::InvalidJob,
             PipelineError::Model(_) => ErrorCode::ModelError,
+            PipelineError::Unsafe(_) => ErrorCode::UnsafeContent,
+            PipelineError::Provenance(_) => ErrorCode::Internal,
             PipelineError::Cancelled => ErrorCode::Cancelled,
             PipelineError::DeadlineExceeded => ErrorCode::DeadlineExceeded,
             PipelineError::Interrupted => ErrorCode::Internal,

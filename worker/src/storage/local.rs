@@ -73,6 +73,10 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 
 #[async_trait]
 impl Store for LocalStore {
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     async fn fetch(&self, location: &MediaLocation, _scratch: &Path, max_bytes: u64) -> Result<PathBuf, StorageError> {
         match location {
             MediaLocation::Local(path) => {

@@ -1,7 +1,8 @@
 //! `storage` owns where job inputs come from and outputs go: the [`Store`] trait, object keys
 //! under `{tenant}/{job_id}/` ([`output_key`]), object metadata, and the local-directory store
 //! of the embedded mode ([`local::LocalStore`]), the S3 store of the fleet ([`s3::S3Store`]), and
-//! tenant isolation of inputs ([`check_input_access`]). Writes are durable when they return.
+//! tenant isolation of inputs ([`check_input_access`], and [`check_local_input_access`] for
+//! local files). Writes are durable when they return.
 
 pub mod local;
 pub mod s3;
@@ -127,6 +128,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_bytes(&self, key: &str, bytes: &[u8], meta: &ObjectMeta) -> Result<StoredObject, StorageError>;
     /// Reads an object, `None` when absent.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The directory outputs live under, for stores on the local file system (so that a local
+    /// input inside it can be checked against the job's tenant, [`check_local_input_access`]).
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// The key of a job's output `name`: `{tenant}/{job_id}/{name}`, checked.
@@ -156,6 +162,23 @@ pub fn check_input_access(
         Some(rest) if rest.starts_with('/') => Ok(()),
         _ => Err(StorageError::Forbidden { tenant: tenant.to_string(), location: format!("s3://{bucket}/{key}") }),
     }
+}
+
+/// Tenant isolation of local inputs (the embedded mode): a `file://` input inside the local
+/// store's `root` must lie under the job's own `{tenant}/` directory there, so one tenant's
+/// job cannot read another tenant's outputs (symbolic links and `..` are resolved first).
+/// Files outside the store pass; a missing file is left for the fetch to report.
+pub fn check_local_input_access(tenant: &TenantId, path: &Path, root: &Path) -> Result<(), StorageError> {
+    let (Ok(path), Ok(root)) = (path.canonicalize(), root.canonicalize()) else {
+        return Ok(());
+    };
+    if path.starts_with(&root) && !path.starts_with(root.join(&tenant.0)) {
+        return Err(StorageError::Forbidden {
+            tenant: tenant.to_string(),
+            location: format!("file://{}", path.display()),
+        });
+    }
+    Ok(())
 }
 
 /// SHA-256 of bytes, lowercase hex.
@@ -230,6 +253,40 @@ mod tests {
         let j = JobId("j1".into());
         assert_eq!(output_key(&t, &j, "clip-0.mp4").unwrap(), "acme/j1/clip-0.mp4");
         assert!(output_key(&t, &j, "../../other/x").is_err());
+    }
+
+    #[test]
+    fn local_inputs_inside_the_store_stay_under_the_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        for f in ["acme/j1/clip-01.mp4", "other/j2/clip-01.mp4"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("in.mp4"), b"x").unwrap();
+        let t = TenantId("acme".into());
+        assert!(check_local_input_access(&t, &root.join("acme/j1/clip-01.mp4"), &root).is_ok());
+        assert!(check_local_input_access(&t, &dir.path().join("in.mp4"), &root).is_ok());
+        for p in [root.join("other/j2/clip-01.mp4"), root.join("acme/../other/j2/clip-01.mp4")] {
+            let err = check_local_input_access(&t, &p, &root).unwrap_err();
+            assert!(matches!(err, StorageError::Forbidden { .. }), "{}", p.display());
+        }
+        // Through a symbolic link placed outside the store.
+        std::os::unix::fs::symlink(root.join("other/j2/clip-01.mp4"), dir.path().join("link.mp4")).unwrap();
+        assert!(check_local_input_access(&t, &dir.path().join("link.mp4"), &root).is_err());
+        // A tenant whose name is a prefix of another's gets no access to it.
+        let short = TenantId("oth".into());
+        assert!(check_local_input_access(&short, &root.join("other/j2/clip-01.mp4"), &root).is_err());
+    }
+
+    #[test]
+    fn another_tenants_outputs_are_not_inputs() {
+        // Outputs live at {tenant}/{job_id}/...; as an s3:// input of another tenant's job they
+        // are refused like any foreign key.
+        let t2 = TenantId("t2".into());
+        let err = check_input_access(&t2, &s3("outputs", "t1/job-1/clip-01.mp4"), &[]).unwrap_err();
+        assert!(matches!(err, StorageError::Forbidden { .. }));
+        assert!(output_key(&t2, &JobId("x".into()), "../../t1/job-1/clip-01.mp4").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Helpers shared by the worker's integration tests: the ffmpeg and ffprobe CLIs (an
-//! encoder and a prober independent of ours) and MP4 box inspection.
+//! Helpers shared by the worker's integration tests (and `tests/editor_embedded.rs`): the ffmpeg
+//! and ffprobe CLIs (an encoder and a prober independent of ours), MP4 box inspection, and a
+//! C2PA certificate chain made with the openssl CLI.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -71,4 +72,70 @@ pub fn assert_valid_output(path: &Path, width: u32, height: u32, duration_s: f64
     assert!((dur - duration_s).abs() <= tolerance_s, "duration {dur} vs expected {duration_s}");
     assert_faststart(path);
     v
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("the openssl CLI runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A P-256 CA and a signer it issued (document-signing profile: not a CA, digitalSignature,
+/// emailProtection EKU), as C2PA requires. Returns (chain, signer key, CA certificate).
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, String) {
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=emailProtection\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n",
+    )
+    .unwrap();
+    for args in [
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.sec1"][..],
+        &["pkcs8", "-topk8", "-nocrypt", "-in", "ca.sec1", "-out", "ca.key"],
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-sha256",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=reelforge test CA/O=reelforge",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "ca.pem",
+        ],
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ee.sec1"],
+        &["pkcs8", "-topk8", "-nocrypt", "-in", "ee.sec1", "-out", "ee.key"],
+        &["req", "-new", "-key", "ee.key", "-subj", "/CN=reelforge test signer/O=reelforge", "-out", "ee.csr"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "ee.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "ee.pem",
+        ],
+    ] {
+        openssl(dir, args);
+    }
+    let chain =
+        [std::fs::read_to_string(dir.join("ee.pem")).unwrap(), std::fs::read_to_string(dir.join("ca.pem")).unwrap()]
+            .concat();
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+    (dir.join("chain.pem"), dir.join("ee.key"), std::fs::read_to_string(dir.join("ca.pem")).unwrap())
 }

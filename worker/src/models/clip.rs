@@ -1,0 +1,631 @@
+//! `clip` owns CLIP, the editor's eyes: images and texts into one embedding space, through
+//! candle-transformers' `clip` model. [`ClipConfig`] mirrors a Hugging Face `config.json`
+//! (`CLIPModel`: openai/clip-vit-base-patch32, -patch16, clip-vit-large-patch14); [`Clip::load`]
+//! reads a checkpoint directory in that layout (`config.json`, `model.safetensors`,
+//! `tokenizer.json`, optional `preprocessor_config.json`), refusing missing or non-finite
+//! weights; [`Clip::embed_images`] and [`Clip::embed_text`] return L2-normalised vectors and
+//! refuse non-finite ones. [`init_tiny`] writes a tiny CLIP in the same layout with a fixed
+//! seed, for tests and the demo.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::clip as ct;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::diffusion::SeededNoise;
+use super::preprocess::{ImageProcessorConfig, PreprocessError};
+
+/// Weights file of a checkpoint directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Tokenizer file of a checkpoint directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Images per forward pass.
+pub const DEFAULT_BATCH: usize = 16;
+/// CLIP's end-of-text token: the text embedding is read at its position.
+pub const EOT_TOKEN: &str = "<|endoftext|>";
+/// CLIP's start-of-text token.
+pub const SOT_TOKEN: &str = "<|startoftext|>";
+
+/// A CLIP checkpoint's `config.json` (the fields that shape the network).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipConfig {
+    /// Size of the shared embedding space.
+    #[serde(default = "d512")]
+    pub projection_dim: usize,
+    /// Initial `logit_scale` when the checkpoint has none.
+    #[serde(default = "default_logit_scale")]
+    pub logit_scale_init_value: f32,
+    /// The text tower.
+    pub text_config: ClipTextConfig,
+    /// The vision tower.
+    pub vision_config: ClipVisionConfig,
+}
+
+/// `config.json`'s `text_config` (defaults: transformers' `CLIPTextConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipTextConfig {
+    /// Tokens in the vocabulary.
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Width of the transformer.
+    #[serde(default = "d512")]
+    pub hidden_size: usize,
+    /// Width of the MLPs.
+    #[serde(default = "d2048")]
+    pub intermediate_size: usize,
+    /// Transformer layers.
+    #[serde(default = "d12")]
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    #[serde(default = "d8")]
+    pub num_attention_heads: usize,
+    /// Longest token sequence.
+    #[serde(default = "d77")]
+    pub max_position_embeddings: usize,
+    /// Activation; only `quick_gelu` (every OpenAI CLIP) is supported.
+    #[serde(default = "quick_gelu")]
+    pub hidden_act: String,
+}
+
+/// `config.json`'s `vision_config` (defaults: transformers' `CLIPVisionConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipVisionConfig {
+    /// Width of the transformer.
+    #[serde(default = "d768")]
+    pub hidden_size: usize,
+    /// Width of the MLPs.
+    #[serde(default = "d3072")]
+    pub intermediate_size: usize,
+    /// Transformer layers.
+    #[serde(default = "d12")]
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    #[serde(default = "d12")]
+    pub num_attention_heads: usize,
+    /// Input side in pixels.
+    #[serde(default = "d224")]
+    pub image_size: usize,
+    /// Patch side in pixels.
+    #[serde(default = "d32")]
+    pub patch_size: usize,
+    /// Input channels.
+    #[serde(default = "d3")]
+    pub num_channels: usize,
+    /// Activation; only `quick_gelu`.
+    #[serde(default = "quick_gelu")]
+    pub hidden_act: String,
+}
+
+fn d3() -> usize {
+    3
+}
+fn d8() -> usize {
+    8
+}
+fn d12() -> usize {
+    12
+}
+fn d32() -> usize {
+    32
+}
+fn d77() -> usize {
+    77
+}
+fn d224() -> usize {
+    224
+}
+fn d512() -> usize {
+    512
+}
+fn d768() -> usize {
+    768
+}
+fn d2048() -> usize {
+    2048
+}
+fn d3072() -> usize {
+    3072
+}
+fn default_vocab() -> usize {
+    49408
+}
+fn default_logit_scale() -> f32 {
+    2.6592
+}
+fn quick_gelu() -> String {
+    "quick_gelu".into()
+}
+
+/// Why CLIP could not load or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    /// A file of the checkpoint is missing or unreadable.
+    #[error("{path}: {msg}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+    /// The configuration asks for something this build cannot run.
+    #[error("unsupported CLIP configuration: {0}")]
+    Unsupported(String),
+    /// A weight the network needs is absent from the checkpoint.
+    #[error("weight {0:?} is missing from the checkpoint")]
+    MissingWeight(String),
+    /// A weight holds NaN or infinity.
+    #[error("weight {0:?} holds non-finite values")]
+    NonFiniteWeight(String),
+    /// An embedding came out NaN or infinite (or all zero).
+    #[error("the model produced a non-finite or zero embedding")]
+    NonFiniteEmbedding,
+    /// Tokenizing failed, or the tokenizer does not match the model.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Preprocessing failed.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// candle failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ClipConfig {
+    /// openai/clip-vit-base-patch32.
+    pub fn vit_b32() -> Self {
+        serde_json::from_value(serde_json::json!({"text_config": {}, "vision_config": {}})).expect("defaults")
+    }
+
+    /// openai/clip-vit-base-patch16.
+    pub fn vit_b16() -> Self {
+        let mut c = Self::vit_b32();
+        c.vision_config.patch_size = 16;
+        c
+    }
+
+    /// openai/clip-vit-large-patch14.
+    pub fn vit_l14() -> Self {
+        let mut c = Self::vit_b32();
+        c.projection_dim = 768;
+        c.text_config.hidden_size = 768;
+        c.text_config.intermediate_size = 3072;
+        c.text_config.num_attention_heads = 12;
+        c.vision_config = ClipVisionConfig {
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 24,
+            num_attention_heads: 16,
+            patch_size: 14,
+            ..c.vision_config
+        };
+        c
+    }
+
+    /// The tiny CLIP of [`init_tiny`]: the real 224 px input and 32 px patches, narrow towers.
+    pub fn tiny(vocab_size: usize) -> Self {
+        ClipConfig {
+            projection_dim: 32,
+            logit_scale_init_value: default_logit_scale(),
+            text_config: ClipTextConfig {
+                vocab_size,
+                hidden_size: 32,
+                intermediate_size: 64,
+                num_hidden_layers: 2,
+                num_attention_heads: 2,
+                max_position_embeddings: 32,
+                hidden_act: quick_gelu(),
+            },
+            vision_config: ClipVisionConfig {
+                hidden_size: 48,
+                intermediate_size: 96,
+                num_hidden_layers: 2,
+                num_attention_heads: 2,
+                image_size: 224,
+                patch_size: 32,
+                num_channels: 3,
+                hidden_act: quick_gelu(),
+            },
+        }
+    }
+
+    /// Reads `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<Self, ClipError> {
+        let path = dir.join("config.json");
+        let bytes = std::fs::read(&path).map_err(|e| ClipError::File { path: path.clone(), msg: e.to_string() })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClipError::File { path, msg: e.to_string() })
+    }
+
+    /// candle's configuration, after checking what candle cannot run.
+    pub fn to_candle(&self) -> Result<ct::ClipConfig, ClipError> {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        for (tower, act) in [("text", &t.hidden_act), ("vision", &v.hidden_act)] {
+            if act != "quick_gelu" {
+                return Err(ClipError::Unsupported(format!("{tower} hidden_act {act:?} (only quick_gelu)")));
+            }
+        }
+        if t.hidden_size % t.num_attention_heads != 0 || v.hidden_size % v.num_attention_heads != 0 {
+            return Err(ClipError::Unsupported("hidden_size not divisible by num_attention_heads".into()));
+        }
+        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+            return Err(ClipError::Unsupported(format!(
+                "image_size {} is not a multiple of patch_size {}",
+                v.image_size, v.patch_size
+            )));
+        }
+        Ok(ct::ClipConfig {
+            text_config: ct::text_model::ClipTextConfig {
+                vocab_size: t.vocab_size,
+                embed_dim: t.hidden_size,
+                activation: ct::text_model::Activation::QuickGelu,
+                intermediate_size: t.intermediate_size,
+                max_position_embeddings: t.max_position_embeddings,
+                pad_with: None,
+                num_hidden_layers: t.num_hidden_layers,
+                num_attention_heads: t.num_attention_heads,
+                projection_dim: self.projection_dim,
+            },
+            vision_config: ct::vision_model::ClipVisionConfig {
+                embed_dim: v.hidden_size,
+                activation: ct::text_model::Activation::QuickGelu,
+                intermediate_size: v.intermediate_size,
+                num_hidden_layers: v.num_hidden_layers,
+                num_attention_heads: v.num_attention_heads,
+                projection_dim: self.projection_dim,
+                num_channels: v.num_channels,
+                image_size: v.image_size,
+                patch_size: v.patch_size,
+            },
+            logit_scale_init_value: self.logit_scale_init_value,
+            image_size: v.image_size,
+        })
+    }
+}
+
+/// A loaded CLIP: network, tokenizer and image preprocessing.
+pub struct Clip {
+    model: ct::ClipModel,
+    tokenizer: tokenizers::Tokenizer,
+    eot_id: u32,
+    config: ClipConfig,
+    processor: ImageProcessorConfig,
+    device: Device,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// A short name for results and logs (the directory name).
+    pub id: String,
+}
+
+impl std::fmt::Debug for Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clip").field("id", &self.id).field("config", &self.config).finish()
+    }
+}
+
+/// Weights the network needs that candle would otherwise fill with random values.
+const REQUIRED_WEIGHTS: &[&str] = &["vision_model.embeddings.class_embedding"];
+
+impl Clip {
+    /// Loads a checkpoint directory on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ClipError> {
+        let config = ClipConfig::load(dir)?;
+        let candle_cfg = config.to_candle()?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+            .map_err(|e| ClipError::File { path: weights_path.clone(), msg: e.to_string() })?;
+        check_weights(&tensors)?;
+        let tokenizer_path = dir.join(TOKENIZER_FILE);
+        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| ClipError::File { path: tokenizer_path, msg: e.to_string() })?;
+        let eot_id =
+            tokenizer.token_to_id(EOT_TOKEN).ok_or_else(|| ClipError::Tokenizer(format!("no {EOT_TOKEN} token")))?;
+        // candle pools the text at the argmax of the ids: the end-of-text id must be the largest.
+        if eot_id as usize + 1 != config.text_config.vocab_size
+            || tokenizer.get_vocab_size(true) > config.text_config.vocab_size
+        {
+            return Err(ClipError::Tokenizer(format!(
+                "{EOT_TOKEN} is id {eot_id} of a {}-token vocabulary; the model has {} (it must be the last id)",
+                tokenizer.get_vocab_size(true),
+                config.text_config.vocab_size
+            )));
+        }
+        let mut processor = ImageProcessorConfig::load(dir)?;
+        if processor.crop() != (config.vision_config.image_size as u32, config.vision_config.image_size as u32) {
+            // A processor that does not match the network would fail inside the patch embedding.
+            processor = ImageProcessorConfig::square(config.vision_config.image_size as u32);
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = ct::ClipModel::new(vb, &candle_cfg)?;
+        let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
+        Ok(Clip { model, tokenizer, eot_id, config, processor, device: device.clone(), batch: DEFAULT_BATCH, id })
+    }
+
+    /// The checkpoint's configuration.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// The image preprocessing in use.
+    pub fn processor(&self) -> &ImageProcessorConfig {
+        &self.processor
+    }
+
+    /// Dimension of the embeddings.
+    pub fn dim(&self) -> usize {
+        self.config.projection_dim
+    }
+
+    /// L2-normalised embeddings of `images`, in order, [`batch`](Self::batch) at a time.
+    pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClipError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.batch.max(1)) {
+            let pixels = self.processor.batch(chunk, &self.device)?;
+            out.extend(self.embed_pixels(&pixels)?);
+        }
+        Ok(out)
+    }
+
+    /// L2-normalised embeddings of an already preprocessed `(N, 3, H, W)` batch.
+    pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
+        let features = self.model.get_image_features(pixels)?;
+        normalised_rows(&features)
+    }
+
+    /// The token ids of `text`: start, tokens, end, truncated to the model's context.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ClipError> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| ClipError::Tokenizer(e.to_string()))?;
+        let mut ids = enc.get_ids().to_vec();
+        let max = self.config.text_config.max_position_embeddings;
+        if ids.len() > max {
+            ids.truncate(max - 1);
+            ids.push(self.eot_id);
+        }
+        if ids.last() != Some(&self.eot_id) {
+            ids.push(self.eot_id);
+            if ids.len() > max {
+                ids.remove(ids.len() - 2);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The L2-normalised embedding of `text`.
+    pub fn embed_text(&self, text: &str) -> Result<Vec<f32>, ClipError> {
+        let ids = self.tokenize(text)?;
+        let input = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let features = self.model.get_text_features(&input)?;
+        Ok(normalised_rows(&features)?.remove(0))
+    }
+}
+
+fn check_weights(tensors: &HashMap<String, Tensor>) -> Result<(), ClipError> {
+    for name in REQUIRED_WEIGHTS {
+        if !tensors.contains_key(*name) {
+            return Err(ClipError::MissingWeight((*name).into()));
+        }
+    }
+    for (name, t) in tensors {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let finite = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().all(|x| x.is_finite());
+        if !finite {
+            return Err(ClipError::NonFiniteWeight(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Rows of a `(N, D)` tensor, each divided by its L2 norm; non-finite or zero rows are an error.
+fn normalised_rows(features: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
+    let rows = features.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+    rows.into_iter()
+        .map(|mut r| {
+            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if !norm.is_finite() || norm == 0.0 {
+                return Err(ClipError::NonFiniteEmbedding);
+            }
+            r.iter_mut().for_each(|x| *x /= norm);
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Cosine of two L2-normalised vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The L2-normalised mean of L2-normalised vectors (GeneRec's user vector); `None` when empty or
+/// when they cancel out.
+pub fn mean_direction(vectors: &[Vec<f32>]) -> Option<Vec<f32>> {
+    let first = vectors.first()?;
+    let mut sum = vec![0f32; first.len()];
+    for v in vectors {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if !n.is_finite() || n == 0.0 || v.len() != sum.len() {
+            return None;
+        }
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x / n);
+    }
+    let n = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (n.is_finite() && n > 1e-6).then(|| sum.into_iter().map(|x| x / n).collect())
+}
+
+/// Words of the tiny tokenizer's vocabulary (besides the special tokens).
+const TINY_WORDS: &str = "a an the of in on at to and or with for from by is are this that it its my your \
+    goal goals football soccer ball player team match game score cat cats dog dogs bird car cars road city night \
+    day sun sky sea beach water mountain snow tree forest red green blue yellow black white orange purple pink \
+    bright dark slow fast motion moment best funny cute action scene shot close up wide view people person face \
+    smile dance music food cook kitchen street sport sports run running jump jumping fly flying happy calm \
+    colourful colorful sunset sunrise light shadow stripes stripes checkerboard square circle shape shapes moving";
+
+/// The words of the tiny tokenizer, sorted and unique.
+fn tiny_words() -> Vec<&'static str> {
+    let mut words: Vec<&str> = TINY_WORDS.split_whitespace().collect();
+    words.sort_unstable();
+    words.dedup();
+    words
+}
+
+/// Vocabulary size of the tiny tokenizer: `<|unk|>`, the words, start and end.
+pub fn tiny_vocab_size() -> usize {
+    tiny_words().len() + 3
+}
+
+/// A word-level tokenizer over [`TINY_WORDS`] (lower-cased, whitespace-split, unknown words to
+/// `<|unk|>` = 0), wrapped in start/end tokens, which take the last two ids of a
+/// `vocab_size`-token vocabulary (CLIP reads the text embedding at the largest id).
+pub fn tiny_tokenizer(vocab_size: usize) -> Result<tokenizers::Tokenizer, ClipError> {
+    let words = tiny_words();
+    if vocab_size < words.len() + 3 {
+        return Err(ClipError::Tokenizer(format!("a vocabulary of {vocab_size} cannot hold {} words", words.len())));
+    }
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("<|unk|>".into(), 0.into());
+    for w in &words {
+        vocab.insert((*w).into(), (vocab.len() as u32).into());
+    }
+    let eot = vocab_size as u32 - 1;
+    let sot = eot - 1;
+    vocab.insert(SOT_TOKEN.into(), sot.into());
+    vocab.insert(EOT_TOKEN.into(), eot.into());
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true})
+    };
+    let piece = |t: &str| serde_json::json!({"SpecialToken": {"id": t, "type_id": 0}});
+    let seq = |s: &str| serde_json::json!({"Sequence": {"id": s, "type_id": 0}});
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(sot, SOT_TOKEN), special(eot, EOT_TOKEN)],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [piece(SOT_TOKEN), seq("A"), piece(EOT_TOKEN)],
+            "pair": [piece(SOT_TOKEN), seq("A"), seq("B"), piece(EOT_TOKEN)],
+            "special_tokens": {
+                SOT_TOKEN: {"id": SOT_TOKEN, "ids": [sot], "tokens": [SOT_TOKEN]},
+                EOT_TOKEN: {"id": EOT_TOKEN, "ids": [eot], "tokens": [EOT_TOKEN]},
+            },
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|unk|>"},
+    });
+    json.to_string().parse::<tokenizers::Tokenizer>().map_err(|e| ClipError::Tokenizer(e.to_string()))
+}
+
+/// Writes the tiny CLIP ([`ClipConfig::tiny`], fixed `seed`) into `dir`; see [`init_random`].
+pub fn init_tiny(dir: &Path, seed: u64) -> Result<ClipConfig, ClipError> {
+    let cfg = ClipConfig::tiny(tiny_vocab_size());
+    init_random(dir, &cfg, seed)?;
+    Ok(cfg)
+}
+
+/// Writes a randomly initialised CLIP of any configuration (fixed `seed`) into `dir` in the
+/// Hugging Face layout: `config.json`, `model.safetensors`, `tokenizer.json` (the tiny
+/// word-level one), `preprocessor_config.json`. Weights: normal(0, 0.02) embeddings (as
+/// transformers), LeCun-normal matrices and convolutions, LayerNorm scale 1 and bias 0, zero
+/// biases. Tests,
+/// the demo and benchmarks of real-sized configurations use it; it is no substitute for
+/// trained weights.
+pub fn init_random(dir: &Path, cfg: &ClipConfig, seed: u64) -> Result<(), ClipError> {
+    let io = |path: &Path, e: &dyn std::fmt::Display| ClipError::File { path: path.to_owned(), msg: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    let tokenizer = tiny_tokenizer(cfg.text_config.vocab_size)?;
+    let varmap = candle_nn::VarMap::new();
+    ct::ClipModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg.to_candle()?)?;
+    let mut tensors = HashMap::new();
+    {
+        let data = varmap.data().lock().expect("varmap lock");
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let mut rng = SeededNoise::new(seed);
+        for name in names {
+            let shape = data[name].dims().to_vec();
+            let n: usize = shape.iter().product();
+            let norm = name.contains("layer_norm") || name.contains("layrnorm") || name.contains("layernorm");
+            let values: Vec<f32> = if name.ends_with("bias") {
+                vec![0.0; n]
+            } else if norm {
+                vec![1.0; n]
+            } else if name.contains("embedding") {
+                (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
+            } else {
+                // LeCun normal, not transformers' 0.02: at 0.02 a narrow random tower maps every
+                // image to nearly the same vector, and the tests need embeddings that differ.
+                let fan_in: usize = shape[1..].iter().product();
+                let std = 1.0 / (fan_in.max(1) as f64).sqrt();
+                (0..n).map(|_| (rng.normal() * std) as f32).collect()
+            };
+            tensors.insert(name.clone(), Tensor::from_vec(values, shape, &Device::Cpu)?);
+        }
+    }
+    // The class embedding is a plain parameter in the checkpoint, not built by a layer.
+    let mut rng = SeededNoise::new(seed ^ 0xC1A5);
+    let class: Vec<f32> = (0..cfg.vision_config.hidden_size).map(|_| rng.normal() as f32 * 0.02).collect();
+    tensors.insert(
+        "vision_model.embeddings.class_embedding".into(),
+        Tensor::from_vec(class, cfg.vision_config.hidden_size, &Device::Cpu)?,
+    );
+    tensors.insert("logit_scale".into(), Tensor::new(cfg.logit_scale_init_value, &Device::Cpu)?);
+    let weights = dir.join(WEIGHTS_FILE);
+    candle_core::safetensors::save(&tensors, &weights)?;
+    let mut config = serde_json::to_value(cfg).expect("config serialises");
+    config["architectures"] = serde_json::json!(["CLIPModel"]);
+    config["model_type"] = "clip".into();
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).map_err(|e| io(&path, &e))?;
+    let path = dir.join(TOKENIZER_FILE);
+    tokenizer.save(&path, true).map_err(|e| io(&path, &e))?;
+    let path = dir.join("preprocessor_config.json");
+    let processor = serde_json::json!({
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": true, "size": {"shortest_edge": cfg.vision_config.image_size}, "resample": 3,
+        "do_center_crop": true,
+        "crop_size": {"height": cfg.vision_config.image_size, "width": cfg.vision_config.image_size},
+        "do_rescale": true, "rescale_factor": 1.0 / 255.0, "do_normalize": true,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&processor).expect("json")).map_err(|e| io(&path, &e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_direction_normalises_and_refuses_cancellation() {
+        let m = mean_direction(&[vec![2.0, 0.0], vec![0.0, 1.0]]).unwrap();
+        assert!((m[0] - m[1]).abs() < 1e-6 && (cosine(&m, &m) - 1.0).abs() < 1e-6);
+        assert!(mean_direction(&[vec![1.0, 0.0], vec![-1.0, 0.0]]).is_none());
+        assert!(mean_direction(&[]).is_none());
+    }
+
+    #[test]
+    fn tiny_tokenizer_wraps_and_lowercases() {
+        let t = tiny_tokenizer(tiny_vocab_size()).unwrap();
+        let ids = t.encode("The GOAL zzz", true).unwrap().get_ids().to_vec();
+        let eot = t.token_to_id(EOT_TOKEN).unwrap();
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert_eq!(ids[0], t.token_to_id(SOT_TOKEN).unwrap());
+        assert_eq!(ids[2], t.token_to_id("goal").unwrap());
+        assert_eq!(ids[3], 0, "unknown word");
+        assert_eq!(*ids.last().unwrap(), eot);
+        assert_eq!(eot as usize + 1, t.get_vocab_size(true));
+    }
+
+    #[test]
+    fn unsupported_activation_is_refused() {
+        let mut c = ClipConfig::vit_b32();
+        c.vision_config.hidden_act = "gelu".into();
+        assert!(matches!(c.to_candle(), Err(ClipError::Unsupported(_))));
+    }
+}

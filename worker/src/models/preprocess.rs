@@ -1,0 +1,393 @@
+//! `preprocess` owns turning RGB frames into a vision model's input exactly as Hugging Face's
+//! `CLIPImageProcessor` does: resize the shortest side with Pillow's bicubic resampling
+//! (antialiased, 8-bit fixed point, horizontal pass then vertical, each rounded to `u8`), center
+//! crop, rescale to [0, 1], normalise per channel, and lay the batch out NCHW in `f32`.
+//! [`ImageProcessorConfig`] mirrors `preprocessor_config.json`. This CPU code is the reference
+//! the fused preprocess kernels (issue 9) are checked against.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// `preprocessor_config.json` of a CLIP checkpoint (the fields that change the pixels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageProcessorConfig {
+    /// Resize at all.
+    #[serde(default = "yes")]
+    pub do_resize: bool,
+    /// Target of the resize: `{"shortest_edge": 224}` (older files: a bare number).
+    #[serde(default = "default_size")]
+    pub size: SizeSpec,
+    /// PIL resample filter; only 3 (bicubic) is supported.
+    #[serde(default = "default_resample")]
+    pub resample: u32,
+    /// Center crop after the resize.
+    #[serde(default = "yes")]
+    pub do_center_crop: bool,
+    /// The crop: `{"height": 224, "width": 224}` (older files: a bare number).
+    #[serde(default = "default_size_square")]
+    pub crop_size: SizeSpec,
+    /// Multiply by `rescale_factor`.
+    #[serde(default = "yes")]
+    pub do_rescale: bool,
+    /// Usually 1/255.
+    #[serde(default = "default_rescale")]
+    pub rescale_factor: f64,
+    /// Subtract `image_mean` and divide by `image_std`.
+    #[serde(default = "yes")]
+    pub do_normalize: bool,
+    /// Per-channel mean (OpenAI CLIP's by default).
+    #[serde(default = "default_mean")]
+    pub image_mean: [f64; 3],
+    /// Per-channel standard deviation.
+    #[serde(default = "default_std")]
+    pub image_std: [f64; 3],
+}
+
+/// A size as `preprocessor_config.json` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    /// `{"shortest_edge": n}`.
+    Shortest {
+        /// The shortest side after resizing.
+        shortest_edge: u32,
+    },
+    /// `{"height": h, "width": w}`.
+    Exact {
+        /// Height in pixels.
+        height: u32,
+        /// Width in pixels.
+        width: u32,
+    },
+    /// A bare number (older processors): shortest edge for `size`, square for `crop_size`.
+    Number(u32),
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_size() -> SizeSpec {
+    SizeSpec::Shortest { shortest_edge: 224 }
+}
+fn default_size_square() -> SizeSpec {
+    SizeSpec::Exact { height: 224, width: 224 }
+}
+fn default_resample() -> u32 {
+    3
+}
+fn default_rescale() -> f64 {
+    1.0 / 255.0
+}
+fn default_mean() -> [f64; 3] {
+    [0.48145466, 0.4578275, 0.40821073]
+}
+fn default_std() -> [f64; 3] {
+    [0.26862954, 0.26130258, 0.27577711]
+}
+
+impl Default for ImageProcessorConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("every field has a default")
+    }
+}
+
+/// Why preprocessing could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    /// `preprocessor_config.json` could not be read or parsed.
+    #[error("{path}: {msg}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        msg: String,
+    },
+    /// A setting this implementation does not reproduce.
+    #[error("unsupported preprocessing: {0}")]
+    Unsupported(String),
+    /// An empty image or batch.
+    #[error("empty input: {0}")]
+    Empty(&'static str),
+    /// Building the tensor failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl ImageProcessorConfig {
+    /// Reads `preprocessor_config.json` from `dir`, or the defaults (OpenAI CLIP's) when absent.
+    pub fn load(dir: &Path) -> Result<Self, PreprocessError> {
+        let path = dir.join("preprocessor_config.json");
+        let err = |msg: String| PreprocessError::Config { path: path.display().to_string(), msg };
+        let cfg: Self = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// A processor for a model whose input is `side`×`side` (CLIP's defaults otherwise).
+    pub fn square(side: u32) -> Self {
+        ImageProcessorConfig {
+            size: SizeSpec::Shortest { shortest_edge: side },
+            crop_size: SizeSpec::Exact { height: side, width: side },
+            ..Self::default()
+        }
+    }
+
+    /// Refuses settings whose pixels this code would not reproduce.
+    pub fn check(&self) -> Result<(), PreprocessError> {
+        if self.resample != 3 {
+            return Err(PreprocessError::Unsupported(format!("resample {} (only 3, bicubic)", self.resample)));
+        }
+        if matches!(self.size, SizeSpec::Exact { .. }) {
+            return Err(PreprocessError::Unsupported("size as height/width (only shortest_edge)".into()));
+        }
+        if !self.do_center_crop || !self.do_resize {
+            return Err(PreprocessError::Unsupported("a model input without resize and center crop".into()));
+        }
+        let (h, w) = self.crop();
+        if h == 0 || w == 0 || self.shortest_edge() == 0 || self.image_std.contains(&0.0) {
+            return Err(PreprocessError::Unsupported("zero size or standard deviation".into()));
+        }
+        Ok(())
+    }
+
+    /// The shortest side after resizing.
+    pub fn shortest_edge(&self) -> u32 {
+        match self.size {
+            SizeSpec::Shortest { shortest_edge } => shortest_edge,
+            SizeSpec::Number(n) => n,
+            SizeSpec::Exact { height, width } => height.min(width),
+        }
+    }
+
+    /// The crop as (height, width).
+    pub fn crop(&self) -> (u32, u32) {
+        match self.crop_size {
+            SizeSpec::Exact { height, width } => (height, width),
+            SizeSpec::Number(n) | SizeSpec::Shortest { shortest_edge: n } => (n, n),
+        }
+    }
+
+    /// The size `CLIPImageProcessor` resizes a `w`×`h` image to: the shortest side becomes
+    /// [`shortest_edge`](Self::shortest_edge), the longest `int(edge * long / short)`.
+    pub fn resized_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let edge = self.shortest_edge() as u64;
+        let (short, long) = (w.min(h) as u64, w.max(h) as u64);
+        let long_new = (edge * long / short) as u32;
+        if w <= h { (edge as u32, long_new) } else { (long_new, edge as u32) }
+    }
+
+    /// One image as CHW `f32` values (`3 × crop_h × crop_w`).
+    pub fn pixels(&self, img: &RgbImage) -> Result<Vec<f32>, PreprocessError> {
+        if img.width() == 0 || img.height() == 0 {
+            return Err(PreprocessError::Empty("a 0-pixel image"));
+        }
+        let (rw, rh) = self.resized_size(img.width(), img.height());
+        let resized = resize_bicubic(img, rw, rh);
+        let (ch, cw) = self.crop();
+        let cropped = center_crop(&resized, cw, ch);
+        let plane = (ch * cw) as usize;
+        let mut out = vec![0f32; 3 * plane];
+        let scale = if self.do_rescale { self.rescale_factor } else { 1.0 };
+        for (i, p) in cropped.pixels().enumerate() {
+            for c in 0..3 {
+                let mut v = p.0[c] as f64 * scale;
+                if self.do_normalize {
+                    v = (v - self.image_mean[c]) / self.image_std[c];
+                }
+                out[c * plane + i] = v as f32;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A batch as an `(N, 3, crop_h, crop_w)` tensor on `device`.
+    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor, PreprocessError> {
+        if images.is_empty() {
+            return Err(PreprocessError::Empty("an empty batch"));
+        }
+        let (ch, cw) = self.crop();
+        let mut data = Vec::with_capacity(images.len() * 3 * (ch * cw) as usize);
+        for img in images {
+            data.extend(self.pixels(img)?);
+        }
+        Ok(Tensor::from_vec(data, (images.len(), 3, ch as usize, cw as usize), device)?)
+    }
+}
+
+/// `transformers.image_transforms.center_crop`: top = (h − ch) // 2, left = (w − cw) // 2,
+/// padding with zeros where the image is smaller than the crop.
+pub fn center_crop(img: &RgbImage, cw: u32, ch: u32) -> RgbImage {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let top = (h - ch as i64).div_euclid(2);
+    let left = (w - cw as i64).div_euclid(2);
+    RgbImage::from_fn(cw, ch, |x, y| {
+        let (sx, sy) = (left + x as i64, top + y as i64);
+        if sx >= 0 && sy >= 0 && sx < w && sy < h { *img.get_pixel(sx as u32, sy as u32) } else { image::Rgb([0; 3]) }
+    })
+}
+
+/// Pillow's `Image.resize(size, Image.BICUBIC)` on an RGB image, bit for bit: per-axis kernels
+/// widened by the downscale factor (antialiasing), normalised, converted to 22-bit fixed point,
+/// horizontal pass first, each pass rounded and clamped to `u8`.
+pub fn resize_bicubic(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let mut cur = img.clone();
+    if out_w != w {
+        let k = Kernels::new(w, out_w);
+        let mut next = RgbImage::new(out_w, h);
+        for y in 0..h {
+            for x in 0..out_w {
+                let (start, weights) = k.at(x);
+                let mut acc = [ROUNDING; 3];
+                for (i, wt) in weights.iter().enumerate() {
+                    let p = cur.get_pixel(start + i as u32, y).0;
+                    for c in 0..3 {
+                        acc[c] += p[c] as i32 * wt;
+                    }
+                }
+                next.put_pixel(x, y, image::Rgb(acc.map(clip8)));
+            }
+        }
+        cur = next;
+    }
+    if out_h != h {
+        let k = Kernels::new(h, out_h);
+        let cw = cur.width();
+        let mut next = RgbImage::new(cw, out_h);
+        for y in 0..out_h {
+            let (start, weights) = k.at(y);
+            for x in 0..cw {
+                let mut acc = [ROUNDING; 3];
+                for (i, wt) in weights.iter().enumerate() {
+                    let p = cur.get_pixel(x, start + i as u32).0;
+                    for c in 0..3 {
+                        acc[c] += p[c] as i32 * wt;
+                    }
+                }
+                next.put_pixel(x, y, image::Rgb(acc.map(clip8)));
+            }
+        }
+        cur = next;
+    }
+    cur
+}
+
+/// Pillow's fixed-point precision for 8-bit images: 32 − 8 − 2 bits.
+const PRECISION_BITS: u32 = 22;
+const ROUNDING: i32 = 1 << (PRECISION_BITS - 1);
+
+fn clip8(v: i32) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Pillow's bicubic filter (a = −0.5), support 2.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Per output position: the first input index and the fixed-point weights (Pillow's
+/// `precompute_coeffs` + `normalize_coeffs_8bpc`).
+struct Kernels {
+    starts: Vec<u32>,
+    weights: Vec<Vec<i32>>,
+}
+
+impl Kernels {
+    fn new(in_size: u32, out_size: u32) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = 2.0 * filterscale;
+        let mut starts = Vec::with_capacity(out_size as usize);
+        let mut weights = Vec::with_capacity(out_size as usize);
+        for xx in 0..out_size {
+            let center = (xx as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero.
+            let xmin = ((center - support + 0.5) as i64).max(0);
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
+            let mut k: Vec<f64> =
+                (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) * (1.0 / filterscale))).collect();
+            let total: f64 = k.iter().sum();
+            if total != 0.0 {
+                k.iter_mut().for_each(|w| *w /= total);
+            }
+            let fixed = k
+                .iter()
+                .map(|w| {
+                    let v = w * (1u32 << PRECISION_BITS) as f64;
+                    if *w < 0.0 { (v - 0.5) as i32 } else { (v + 0.5) as i32 }
+                })
+                .collect();
+            starts.push(xmin as u32);
+            weights.push(fixed);
+        }
+        Kernels { starts, weights }
+    }
+
+    fn at(&self, i: u32) -> (u32, &[i32]) {
+        (self.starts[i as usize], &self.weights[i as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_size_follows_the_shortest_edge() {
+        let p = ImageProcessorConfig::default();
+        assert_eq!(p.resized_size(320, 240), (298, 224));
+        assert_eq!(p.resized_size(150, 200), (224, 298));
+        assert_eq!(p.resized_size(1280, 720), (398, 224));
+        assert_eq!(p.resized_size(224, 224), (224, 224));
+    }
+
+    #[test]
+    fn identity_resize_keeps_pixels() {
+        let img = RgbImage::from_fn(17, 9, |x, y| image::Rgb([x as u8 * 9, y as u8 * 20, (x * y) as u8]));
+        assert_eq!(resize_bicubic(&img, 17, 9), img);
+    }
+
+    #[test]
+    fn flat_image_stays_flat_at_any_scale() {
+        let img = RgbImage::from_pixel(50, 30, image::Rgb([200, 10, 77]));
+        for (w, h) in [(13, 7), (101, 61), (50, 90)] {
+            let out = resize_bicubic(&img, w, h);
+            assert!(out.pixels().all(|p| p.0 == [200, 10, 77]), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn center_crop_takes_the_middle() {
+        let img = RgbImage::from_fn(6, 4, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let c = center_crop(&img, 2, 2);
+        assert_eq!(c.get_pixel(0, 0).0, [2, 1, 0]);
+        assert_eq!(c.get_pixel(1, 1).0, [3, 2, 0]);
+    }
+
+    #[test]
+    fn config_parses_old_and_new_size_forms() {
+        let new: ImageProcessorConfig =
+            serde_json::from_str(r#"{"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}}"#)
+                .unwrap();
+        assert_eq!((new.shortest_edge(), new.crop()), (336, (336, 336)));
+        let old: ImageProcessorConfig = serde_json::from_str(r#"{"size": 224, "crop_size": 224}"#).unwrap();
+        assert_eq!((old.shortest_edge(), old.crop()), (224, (224, 224)));
+        let bad: ImageProcessorConfig = serde_json::from_str(r#"{"resample": 2}"#).unwrap();
+        assert!(bad.check().is_err());
+    }
+}
