@@ -146,6 +146,18 @@ pub trait Bus: Send + Sync + 'static {
     async fn is_connected(&self) -> bool {
         true
     }
+    /// Takes the fleet-wide lock `name`, or returns `None` when another holder has it. A lock
+    /// is held until it is released or its holder's connection to the broker ends, so a process
+    /// that dies gives up its locks with its unsettled deliveries (over RabbitMQ: an exclusive
+    /// queue named `name`, which the broker refuses to a second connection).
+    async fn try_lock(&self, name: &str) -> Result<Option<Box<dyn Lock>>, BusError>;
+}
+
+/// A held [`Bus::try_lock`] lock. Dropping it unreleased gives it up in the background.
+#[async_trait]
+pub trait Lock: Send {
+    /// Gives the lock up.
+    async fn release(self: Box<Self>);
 }
 
 /// A stream of deliveries from one queue.

@@ -124,3 +124,30 @@ async fn consumers_survive_a_dropped_connection() {
     assert!(bus.is_connected().await);
     let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", &q]).output();
 }
+
+#[tokio::test]
+async fn locks_are_exclusive_across_connections_and_within_one() {
+    let (a, b) = (bus().await, bus().await);
+    let name = unique("lock");
+    let held = a.try_lock(&name).await.unwrap().expect("a free lock is granted");
+    assert!(b.try_lock(&name).await.unwrap().is_none(), "another connection must be refused");
+    assert!(a.try_lock(&name).await.unwrap().is_none(), "a second holder in the same process must be refused");
+    held.release().await;
+    let held_b = b.try_lock(&name).await.unwrap().expect("released: b takes it");
+    assert!(a.try_lock(&name).await.unwrap().is_none());
+    // A holder whose connection ends gives the lock up (the broker deletes exclusive queues).
+    std::mem::forget(held_b);
+    b.close().await;
+    let again = a.try_lock(&name).await.unwrap().expect("the closed connection's lock is free");
+    // Dropping an unreleased lock releases it in the background.
+    drop(again);
+    let mut got = None;
+    for _ in 0..50 {
+        if let Some(l) = b.try_lock(&name).await.unwrap() {
+            got = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    got.expect("a dropped lock is released").release().await;
+}

@@ -14,7 +14,7 @@ use chrono::Utc;
 use protocol::{
     ErrorCode, Event, EventBody, Job, JobId, JobResult, JobState, JobStatus, Task, TenantId, ValidationContext,
 };
-use tracing::{info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::SchedulerConfig;
 use crate::state::{Admit, JobTable};
@@ -50,13 +50,18 @@ impl Admission {
     /// (`None`: the broker did not confirm it, so the submission was requeued).
     pub async fn admit(&self, delivery: Delivery) -> Option<Outcome> {
         let span = info_span!("admit", message_id = %delivery.message.id);
-        let _g = span.enter();
+        self.admit_in(delivery).instrument(span).await
+    }
+
+    async fn admit_in(&self, delivery: Delivery) -> Option<Outcome> {
         let ctx = ValidationContext { allow_local_media: self.cfg.allow_local_media };
         let outcome = match Job::from_json(&delivery.message.body, &ctx) {
             Ok(job) => self.route(job).await,
             Err(e) => {
                 let (job_id, tenant) = ids_of_invalid(&delivery.message);
-                warn!(%job_id, code = %e.code(), "refused: {e}");
+                // Logged without the document's values: a parse error can quote them, and
+                // instructions and history must never reach the logs (the result has it all).
+                warn!(%job_id, code = %e.code(), "refused: {}", loggable(&e));
                 match self.table.admit(job_id.clone(), tenant.clone(), None).await {
                     Admit::New => {
                         let r = JobResult::failure(job_id, tenant, None, JobStatus::Failed, e.code(), e.to_string());
@@ -198,4 +203,13 @@ fn fnv1a(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}{:08x}", bytes.len())
+}
+
+/// A refusal's reason as it may be logged: where the document is wrong, never what it says.
+fn loggable(e: &protocol::ProtocolError) -> String {
+    match e {
+        protocol::ProtocolError::Invalid(v) => format!("invalid document at {}", v.path),
+        protocol::ProtocolError::Syntax(_) => "not a JSON document".into(),
+        other => other.to_string(),
+    }
 }

@@ -116,6 +116,36 @@ pub struct WorkerArgs {
     /// An MCVD checkpoint directory (`config.json` + `model.safetensors`) for the creator.
     #[arg(long, env = "REELFORGE_MCVD")]
     mcvd: Option<PathBuf>,
+    /// Most rows (frames blocks, summed over tasks) in one batched model forward pass.
+    #[arg(long, env = "REELFORGE_BATCH_MAX_ROWS", default_value_t = 32)]
+    batch_max_rows: usize,
+    /// Longest a model call waits for other tasks' calls to join its batch, in milliseconds.
+    #[arg(long, env = "REELFORGE_BATCH_WINDOW_MS", default_value_t = 5)]
+    batch_window_ms: u64,
+    /// A CLIP checkpoint directory (Hugging Face layout: `config.json`, `model.safetensors`,
+    /// `tokenizer.json`) for the editor's clip and thumbnail selection.
+    #[arg(long, env = "REELFORGE_CLIP")]
+    clip: Option<PathBuf>,
+    /// A JSON file of unsafe concepts for the CLIP safety filter (needs `--clip`); outputs
+    /// matching one are withheld.
+    #[arg(long, env = "REELFORGE_SAFETY_CONCEPTS")]
+    safety_concepts: Option<PathBuf>,
+    /// PEM certificate chain (signer first) for C2PA manifests on every output (with
+    /// `--c2pa-key`).
+    #[arg(long, env = "REELFORGE_C2PA_CERT", requires = "c2pa_key")]
+    c2pa_cert: Option<PathBuf>,
+    /// PEM (PKCS#8) private key of the C2PA signing certificate.
+    #[arg(long, env = "REELFORGE_C2PA_KEY", requires = "c2pa_cert")]
+    c2pa_key: Option<PathBuf>,
+    /// C2PA signing algorithm: es256, es384, es512, ps256, ps384, ps512, ed25519.
+    #[arg(long, env = "REELFORGE_C2PA_ALG", default_value = "es256")]
+    c2pa_alg: String,
+    /// A Stable Diffusion directory in the diffusers layout (SD 1.5, 2.1, sd-turbo) for generated
+    /// thumbnails, loaded at start.
+    #[arg(long, env = "REELFORGE_SD")]
+    sd: Option<PathBuf>,
+    #[command(flatten)]
+    watermark: super::watermark::KeyArgs,
     /// Run no pipeline: commit an empty success for every task (dispatch benchmarks only).
     #[arg(long, hide = true)]
     noop_pipeline: bool,
@@ -239,6 +269,15 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         exit_when_idle: args.exit_when_idle_s.map(Duration::from_secs),
         noop_pipeline: args.noop_pipeline,
         mcvd: args.mcvd,
+        batch: worker::batching::BatchOptions {
+            max_rows: args.batch_max_rows.max(1),
+            window: Duration::from_millis(args.batch_window_ms),
+        },
+        clip: args.clip,
+        safety_concepts: args.safety_concepts,
+        c2pa: args.c2pa_cert.zip(args.c2pa_key).map(|(c, k)| (c, k, args.c2pa_alg)),
+        sd: args.sd,
+        watermark_key: args.watermark.key(),
         ..Default::default()
     };
     let worker = Worker::new(bus, store, cfg);

@@ -126,6 +126,53 @@ fn sampling_is_deterministic_per_seed_in_every_mode() {
 }
 
 #[test]
+fn concurrent_jobs_share_batched_forwards_and_sample_what_they_would_alone() {
+    use std::sync::{Arc, Mutex};
+    use worker::batching::{BatchOptions, Batcher, ObserveFn};
+    use worker::models::diffusion::batched_forward;
+    let cfg = test_config();
+    let model = Arc::new(perturbed(&cfg, 3).1);
+    let past = frames(&cfg, 4, 7);
+    let alone: Vec<Vec<Tensor>> = (0..3)
+        .map(|seed| Diffusion::new(&model, SamplerKind::Ddpm, 3).predict(&past, 8, &mut SeededNoise::new(seed)).unwrap())
+        .collect();
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let observe: ObserveFn = Box::new({
+        let sizes = sizes.clone();
+        move |n| sizes.lock().unwrap().push(n)
+    });
+    let opts = BatchOptions { max_rows: 8, window: std::time::Duration::from_secs(10) };
+    let batcher = Batcher::spawn("mcvd-test", opts, batched_forward(model.clone()), observe);
+    // Each "job" registers, then samples on its own thread, as the worker's tasks do.
+    let sessions: Vec<_> = (0..3).map(|_| batcher.session()).collect();
+    let together: Vec<Vec<Tensor>> = std::thread::scope(|s| {
+        let handles: Vec<_> = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(seed, session)| {
+                let (model, batcher, past) = (&model, &batcher, &past);
+                s.spawn(move || {
+                    let d = Diffusion::new(model, SamplerKind::Ddpm, 3).with_batcher(batcher);
+                    let out = d.predict(past, 8, &mut SeededNoise::new(seed as u64)).unwrap();
+                    drop(session);
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (a, b) in alone.iter().zip(&together) {
+        for (x, y) in a.iter().zip(b) {
+            assert!(max_abs_diff(x, y) < 1e-5, "batched sampling differs: {}", max_abs_diff(x, y));
+        }
+    }
+    let sizes = sizes.lock().unwrap();
+    // 8 frames = 2 blocks of 4 frames × 3 steps per job: 6 calls each, 18 in all.
+    assert_eq!(sizes.iter().sum::<usize>(), 18);
+    assert!(sizes.iter().any(|&n| n == 3), "three jobs sampling at once share forwards: {sizes:?}");
+}
+
+#[test]
 fn checkpoint_round_trip_gives_identical_outputs() {
     let cfg = test_config();
     let (varmap, model) = perturbed(&cfg, 3);

@@ -11,6 +11,7 @@ use image::imageops::FilterType;
 use protocol::SamplerKind;
 
 use super::mcvd::{Mcvd, McvdConfig, McvdError};
+use crate::batching::Batcher;
 
 /// A seeded pseudo-random source (SplitMix64; Box–Muller for normals). candle's CPU RNG cannot
 /// be seeded, so every random draw of sampling and training goes through this.
@@ -181,6 +182,8 @@ pub const EDIT_STRENGTH: f64 = 0.5;
 /// A model with its schedule and sampler: makes videos.
 pub struct Diffusion<'m> {
     model: &'m Mcvd,
+    /// Runs the model's forward calls batched with other tasks' (none: called directly).
+    batcher: Option<&'m Batcher>,
     schedule: Schedule,
     /// DDPM or DDIM.
     pub sampler: SamplerKind,
@@ -191,7 +194,23 @@ pub struct Diffusion<'m> {
 impl<'m> Diffusion<'m> {
     /// A diffusion over `model` with `steps` denoising steps of `sampler`.
     pub fn new(model: &'m Mcvd, sampler: SamplerKind, steps: usize) -> Self {
-        Diffusion { model, schedule: Schedule::for_config(model.config()), sampler, steps: steps.max(1) }
+        Diffusion { model, batcher: None, schedule: Schedule::for_config(model.config()), sampler, steps: steps.max(1) }
+    }
+
+    /// The same diffusion, its forward calls batched across tasks through `batcher` (a batcher
+    /// over this model's forward, [`batched_forward`]).
+    pub fn with_batcher(mut self, batcher: &'m Batcher) -> Self {
+        self.batcher = Some(batcher);
+        self
+    }
+
+    /// Predicted noise for `x` at step `t`.
+    fn eps(&self, x: &Tensor, t: usize, cond: &Tensor) -> Result<Tensor, McvdError> {
+        let tt = Tensor::from_vec(vec![t as f32], 1, &Device::Cpu)?;
+        match self.batcher {
+            None => self.model.forward(x, &tt, cond, None),
+            Some(b) => b.run(vec![x.clone(), tt, cond.clone()]).map_err(|e| McvdError::Batch(e.to_string())),
+        }
     }
 
     fn cfg(&self) -> &McvdConfig {
@@ -246,8 +265,7 @@ impl<'m> Diffusion<'m> {
         };
         for (i, &t) in timesteps.iter().enumerate() {
             let t_prev = timesteps.get(i + 1).copied();
-            let tt = Tensor::from_vec(vec![t as f32], 1, &Device::Cpu)?;
-            let eps = self.model.forward(&x, &tt, cond, None)?;
+            let eps = self.eps(&x, t, cond)?;
             x = match self.sampler {
                 SamplerKind::Ddim => self.schedule.ddim_step(&x, &eps, t, t_prev)?,
                 SamplerKind::Ddpm => {
@@ -376,5 +394,12 @@ pub fn tensor_to_frame(t: &Tensor, width: u32, height: u32) -> candle_core::Resu
         small
     } else {
         image::imageops::resize(&small, width, height, FilterType::CatmullRom)
+    })
+}
+
+/// The forward a [`Batcher`] runs for `model`: inputs `[x, t, cond]` stacked along the batch.
+pub fn batched_forward(model: std::sync::Arc<Mcvd>) -> crate::batching::ForwardFn {
+    Box::new(move |xs: &[Tensor]| {
+        model.forward(&xs[0], &xs[1], &xs[2], None).map_err(|e| candle_core::Error::Msg(e.to_string()))
     })
 }

@@ -48,6 +48,9 @@ pub enum McvdError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The batched forward failed ([`crate::batching`]).
+    #[error("mcvd batch: {0}")]
+    Batch(String),
 }
 
 /// MCVD's configuration; field names follow mcvd-pytorch's YAML (`data.*`, `model.*`,

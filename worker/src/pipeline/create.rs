@@ -1,7 +1,8 @@
 //! The create pipeline, GeneRec's AI creator: a new micro-video from conditioning frames (or
 //! none). Stages, one type each: [`ConditioningFrames`] (decode the conditioning range at the
 //! job's fps and size), [`Synthesis`] (the frames to produce) and [`VideoWriter`] (H.264 MP4
-//! plus a JPEG thumbnail). With an MCVD checkpoint loaded, synthesis is MCVD's diffusion
+//! plus a JPEG thumbnail, both carrying the job's watermark and the video its provenance
+//! tags). With an MCVD checkpoint loaded, synthesis is MCVD's diffusion
 //! (conditioning frames resized to the model's size, output upscaled to the job's): predict,
 //! interpolate, generate and edit (SDEdit). Without one, `predict` and `interpolate` fall back
 //! to the classical baselines (linear extrapolation and blending), and `generate` and `edit`
@@ -17,6 +18,7 @@ use image::imageops::FilterType;
 use protocol::{CreateJob, CreateMode, ModelUse, OutputKind, Stage};
 
 use super::{Artifact, JobContext, PipelineError, PipelineOutput};
+use crate::batching::Batcher;
 use crate::media::{self, DecodeOptions, EncodeOptions, VideoEncoder};
 use crate::models::baseline;
 use crate::models::diffusion::{Diffusion, EDIT_STRENGTH, SeededNoise, frame_to_tensor, tensor_to_frame};
@@ -32,6 +34,9 @@ pub struct CreatePipeline {
     pub encode: EncodeOptions,
     /// The MCVD model, when the worker loaded one.
     pub mcvd: Option<Arc<Mcvd>>,
+    /// Batches the model's forward calls across the jobs running at once (the worker sets it;
+    /// none: each job calls the model alone).
+    pub batcher: Option<Batcher>,
 }
 
 impl fmt::Debug for CreatePipeline {
@@ -94,13 +99,16 @@ impl Synthesis {
         job: &CreateJob,
         cond: &[RgbImage],
         mcvd: Option<&Mcvd>,
+        batcher: Option<&Batcher>,
         ctx: &JobContext,
     ) -> Result<Synthesised, PipelineError> {
         let n = job.frames as usize;
         let can_interpolate = mcvd.is_some_and(|m| m.config().num_frames_future > 0);
         match (job.mode, mcvd) {
             (CreateMode::Interpolate, Some(_)) if !can_interpolate => Ok(Self::baseline(job, cond, n)),
-            (_, Some(model)) => Self::diffuse(job, cond, model, ctx).map_err(|e| PipelineError::Model(e.to_string())),
+            (_, Some(model)) => {
+                Self::diffuse(job, cond, model, batcher, ctx).map_err(|e| PipelineError::Model(e.to_string()))
+            }
             (CreateMode::Predict | CreateMode::Interpolate, None) => Ok(Self::baseline(job, cond, n)),
             (CreateMode::Generate | CreateMode::Edit, None) => Err(PipelineError::Unsupported(format!(
                 "mode `{}` needs the MCVD diffusion model, which this worker does not load",
@@ -127,11 +135,23 @@ impl Synthesis {
         }
     }
 
-    fn diffuse(job: &CreateJob, cond: &[RgbImage], model: &Mcvd, ctx: &JobContext) -> Result<Synthesised, McvdError> {
+    fn diffuse(
+        job: &CreateJob,
+        cond: &[RgbImage],
+        model: &Mcvd,
+        batcher: Option<&Batcher>,
+        ctx: &JobContext,
+    ) -> Result<Synthesised, McvdError> {
         let cfg = model.config();
         let n = job.frames as usize;
         let cond = cond.iter().map(|f| frame_to_tensor(f, cfg)).collect::<Result<Vec<_>, _>>()?;
         let diffusion = Diffusion::new(model, job.sampler.kind, job.sampler.steps as usize);
+        let diffusion = match batcher {
+            Some(b) => diffusion.with_batcher(b),
+            None => diffusion,
+        };
+        // While this job samples, batches wait for its calls.
+        let _session = batcher.map(Batcher::session);
         let mut rng = SeededNoise::new(job.seed);
         ctx.progress.progress(Stage::Synthesize, 0, n as u64);
         let frames = match job.mode {
@@ -177,7 +197,7 @@ impl VideoWriter {
     ) -> Result<Vec<Artifact>, PipelineError> {
         let first = frames.first().expect("synthesis yields frames");
         let path = ctx.scratch_path("video.mp4");
-        let mut enc = VideoEncoder::create(&path, first.width(), first.height(), fps, encode)?;
+        let mut enc = VideoEncoder::create(&path, first.width(), first.height(), fps, &ctx.encode_options(encode))?;
         for (i, f) in frames.iter().enumerate() {
             ctx.check()?;
             enc.push(f)?;
@@ -187,7 +207,9 @@ impl VideoWriter {
         let mut video = Artifact::new(OutputKind::Video, &path, "video.mp4", "video/mp4");
         video.duration_s = Some(report.duration_s);
         let thumb_path = ctx.scratch_path("thumbnail.jpg");
-        std::fs::write(&thumb_path, media::encode_jpeg(&frames[frames.len() / 2], super::edit::THUMBNAIL_QUALITY)?)?;
+        let mut still = frames[frames.len() / 2].clone();
+        ctx.mark_still(&mut still);
+        std::fs::write(&thumb_path, media::encode_jpeg(&still, super::edit::THUMBNAIL_QUALITY)?)?;
         let thumb = Artifact::new(OutputKind::Thumbnail, &thumb_path, "thumbnail.jpg", "image/jpeg");
         Ok(vec![video, thumb])
     }
@@ -212,8 +234,11 @@ impl CreatePipeline {
             }
             _ => Vec::new(),
         };
-        let out = ctx.stage(Stage::Synthesize, |ctx| Synthesis::run(job, &cond, self.mcvd.as_deref(), ctx))?;
+        let out = ctx.stage(Stage::Synthesize, |ctx| {
+            Synthesis::run(job, &cond, self.mcvd.as_deref(), self.batcher.as_ref(), ctx)
+        })?;
         let artifacts = ctx.stage(Stage::Encode, |ctx| VideoWriter::run(&out.frames, job.fps, &self.encode, ctx))?;
+        ctx.record_watermark();
         Ok(PipelineOutput { artifacts, models: vec![ModelUse { role: "creator".into(), id: out.model_id }] })
     }
 }

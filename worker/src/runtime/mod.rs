@@ -23,9 +23,12 @@ use tracing::{info, warn};
 
 use crate::media::MediaLimits;
 use crate::metrics::{WorkerMetrics, read_gpus};
+use crate::models::sd::StableDiffusion;
+use crate::batching::{BatchOptions, Batcher};
 use crate::pipeline::create::CreatePipeline;
 use crate::pipeline::edit::EditPipeline;
 use crate::storage::Store;
+use crate::watermark::WatermarkKey;
 use control::{Identity, Registry};
 
 /// How a worker runs.
@@ -65,6 +68,21 @@ pub struct WorkerConfig {
     /// An MCVD checkpoint directory for the creator; without one, `predict` and `interpolate`
     /// use the classical baselines and `generate` and `edit` are refused.
     pub mcvd: Option<PathBuf>,
+    /// How the model calls of tasks running at once are batched ([`crate::batching`]).
+    pub batch: BatchOptions,
+    /// A CLIP checkpoint directory (Hugging Face layout) for the editor's selection; without
+    /// one, clips are spread evenly and the thumbnail is the sharpest frame.
+    pub clip: Option<PathBuf>,
+    /// A concepts file for the safety filter (needs `clip`); none: no content check.
+    pub safety_concepts: Option<PathBuf>,
+    /// C2PA signing: PEM certificate chain, PEM private key, algorithm (`es256`…); none: no
+    /// content credentials.
+    pub c2pa: Option<(PathBuf, PathBuf, String)>,
+    /// A Stable Diffusion directory (diffusers layout: SD 1.5, 2.1, sd-turbo) for generated
+    /// thumbnails, loaded when the worker starts ([`Worker::sd`]); none: generation is refused.
+    pub sd: Option<PathBuf>,
+    /// The secret every output's invisible watermark is keyed with (shared with the detector).
+    pub watermark_key: WatermarkKey,
 }
 
 impl Default for WorkerConfig {
@@ -86,6 +104,12 @@ impl Default for WorkerConfig {
             device: "cpu".into(),
             noop_pipeline: false,
             mcvd: None,
+            batch: BatchOptions::default(),
+            clip: None,
+            safety_concepts: None,
+            c2pa: None,
+            sd: None,
+            watermark_key: WatermarkKey::dev(),
         }
     }
 }
@@ -103,6 +127,26 @@ pub enum WorkerError {
     /// A configured model could not be loaded.
     #[error(transparent)]
     Model(#[from] crate::models::mcvd::McvdError),
+    /// The configured CLIP checkpoint could not be loaded.
+    #[error("CLIP checkpoint {dir}: {source}")]
+    Clip {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: crate::models::clip::ClipError,
+    },
+    /// The safety filter could not be built.
+    #[error(transparent)]
+    Safety(#[from] crate::safety::SafetyError),
+    /// The C2PA signing key or certificate is unusable.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
+    /// The configuration contradicts itself.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The configured Stable Diffusion could not be loaded.
+    #[error(transparent)]
+    Sd(#[from] crate::models::sd::SdError),
 }
 
 /// A worker: consumes tasks, runs pipelines, stores outputs.
@@ -112,10 +156,15 @@ pub struct Worker {
     pub(crate) cfg: WorkerConfig,
     pub(crate) edit: EditPipeline,
     pub(crate) create: CreatePipeline,
+    pub(crate) safety: Option<Arc<crate::safety::SafetyFilter>>,
+    pub(crate) credentials: Option<Arc<crate::credentials::ContentCredentials>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) rungs: Vec<String>,
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) consuming: Arc<AtomicBool>,
+    /// The Stable Diffusion of [`WorkerConfig::sd`], once [`Worker::run`] (or [`Worker::load_sd`])
+    /// has loaded it; shared by every task.
+    pub(crate) sd: Option<Arc<StableDiffusion>>,
 }
 
 impl Worker {
@@ -131,11 +180,34 @@ impl Worker {
             cfg,
             edit: EditPipeline::default(),
             create: CreatePipeline::default(),
+            safety: None,
+            credentials: None,
             registry: Arc::default(),
             rungs: Vec::new(),
             metrics: Arc::new(metrics),
             consuming: Arc::default(),
+            sd: None,
         }
+    }
+
+    /// Loads [`WorkerConfig::sd`] (once; `run` calls it) and returns it.
+    pub fn load_sd(&mut self) -> Result<Option<Arc<StableDiffusion>>, WorkerError> {
+        if self.sd.is_none()
+            && let Some(dir) = &self.cfg.sd
+        {
+            let t = Instant::now();
+            let model = StableDiffusion::load(dir)?;
+            let secs = t.elapsed().as_secs_f64();
+            self.metrics.model_load.with_label_values(&["sd"]).observe(secs);
+            info!(model = %dir.display(), variant = ?model.variant(), secs, "Stable Diffusion loaded");
+            self.sd = Some(Arc::new(model));
+        }
+        Ok(self.sd.clone())
+    }
+
+    /// The loaded Stable Diffusion, if any.
+    pub fn sd(&self) -> Option<Arc<StableDiffusion>> {
+        self.sd.clone()
     }
 
     /// The worker's metrics (what `/metrics` serves).
@@ -160,8 +232,42 @@ impl Worker {
             let encode = self.create.encode.clone();
             self.create = CreatePipeline::with_mcvd(dir)?;
             self.create.encode = encode;
+            if let Some(model) = &self.create.mcvd {
+                let metrics = self.metrics.clone();
+                let observe: crate::batching::ObserveFn = Box::new(move |n| metrics.batch_size.observe(n as f64));
+                let forward = crate::models::diffusion::batched_forward(model.clone());
+                self.create.batcher = Some(Batcher::spawn("mcvd", self.cfg.batch, forward, observe));
+            }
             info!(model = %dir.display(), "creator: MCVD loaded");
             models.push(format!("mcvd:{}", dir.display()));
+        }
+        if let Some(dir) = &self.cfg.clip {
+            let t = Instant::now();
+            let clip = crate::models::clip::Clip::load(dir, &candle_core::Device::Cpu)
+                .map_err(|source| WorkerError::Clip { dir: dir.clone(), source })?;
+            self.metrics.model_load.with_label_values(&["clip"]).observe(t.elapsed().as_secs_f64());
+            info!(model = %dir.display(), dim = clip.dim(), "editor: CLIP loaded");
+            models.push(format!("clip:{}", dir.display()));
+            self.edit.clip = Some(Arc::new(clip));
+        }
+        if let Some(path) = &self.cfg.safety_concepts {
+            let clip = self.edit.clip.clone().ok_or_else(|| {
+                WorkerError::Config("the safety filter (--safety-concepts) needs a CLIP checkpoint (--clip)".into())
+            })?;
+            let cfg = crate::safety::SafetyConfig::load(path)?;
+            let filter = crate::safety::SafetyFilter::new(clip, &cfg)?;
+            info!(concepts = cfg.concepts.len(), "safety filter on");
+            self.safety = Some(Arc::new(filter));
+        }
+        if let Some((cert, key, alg)) = &self.cfg.c2pa {
+            let c = crate::credentials::ContentCredentials::from_files(cert, key, alg)?;
+            info!(cert = %cert.display(), alg = %alg, "C2PA content credentials on");
+            self.credentials = Some(Arc::new(c));
+        }
+        if let Some(sd) = self.load_sd()? {
+            let dir = self.cfg.sd.as_ref().expect("loaded from the config");
+            models.push(format!("sd:{}", dir.display()));
+            self.edit.sd = Some(sd);
         }
         let bus = self.bus.clone();
         topology::declare_core(bus.as_ref()).await?;

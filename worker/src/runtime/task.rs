@@ -19,8 +19,12 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Worker;
+use crate::pipeline::edit::HistoryMedia;
 use crate::pipeline::{JobContext, PipelineError, PipelineOutput, ProgressSink};
-use crate::storage::{ObjectMeta, RESULT_FILE, StorageError, check_input_access, output_key};
+use crate::provenance::Provenance;
+use crate::safety::SafetyCheck;
+use crate::storage::{ObjectMeta, RESULT_FILE, StorageError, check_input_access, check_local_input_access, output_key};
+use crate::watermark::{Generator, Payload, Watermarker};
 
 /// How one attempt ended, before its result is committed.
 enum Attempt {
@@ -37,13 +41,12 @@ impl Worker {
     pub(crate) async fn handle(&self, delivery: Delivery) {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
-        // Tasks are run one per model batch until batching lands.
-        self.metrics.batch_size.observe(1.0);
         let (message, redelivered, acker) = delivery.into_parts();
         let task = match parse_task(&message, self.cfg.allow_local_media) {
             Ok(task) => task,
             Err((job_id, tenant, code, msg)) => {
-                warn!(message_id = %message.id, %code, "refusing task: {msg}");
+                // The reason goes to the result, not the log: it can quote the document.
+                warn!(message_id = %message.id, %code, "refusing task");
                 let result = JobResult::failure(job_id, tenant, None, JobStatus::Failed, code, msg);
                 self.metrics.observe_result("unknown", result.status, started.elapsed(), &[]);
                 return self.finish(result, acker).await;
@@ -54,66 +57,90 @@ impl Worker {
         let job = task.job.clone();
         let span = info_span!("task", job_id = %job.job_id(), tenant = %job.tenant(), kind = job.kind().as_str(), attempt = task.attempt);
         async {
-            match self.existing_result(&job).await {
-                Ok(Some(result)) => {
-                    info!(redelivered, "result.json exists; not running again");
-                    return self.finish(result, acker).await;
-                }
-                Ok(None) => {}
-                Err(e) => return requeue(acker, &e.to_string()).await,
-            }
-            if redelivered {
-                let why = format!("attempt {} was interrupted (the worker running it was lost)", task.attempt);
-                return self.retry(task, acker, why, started).await;
-            }
-            let attempt = if job.deadline().is_some_and(|d| d < Utc::now()) {
-                let r = self.failure(
-                    &job,
-                    JobStatus::Expired,
-                    ErrorCode::DeadlineExceeded,
-                    "deadline passed before the job started",
-                );
-                Attempt::Done(r)
-            } else {
-                match self.registry.start(job.job_id()) {
-                    None => Attempt::Done(self.failure(
-                        &job,
-                        JobStatus::Cancelled,
-                        ErrorCode::Cancelled,
-                        "cancelled before it started",
-                    )),
-                    Some(flags) => {
-                        self.publish_state(&job, JobState::Running, None).await;
-                        let out = self.execute(&task, flags).await;
-                        self.registry.finish(job.job_id());
-                        match out {
-                            Ok(result) => Attempt::Done(result),
-                            Err(PipelineError::Interrupted) => Attempt::Requeue("interrupted by shutdown".into()),
-                            Err(e) if e.is_transient() => Attempt::Retry(e.to_string()),
-                            Err(e) => {
-                                let status = match e {
-                                    PipelineError::Cancelled => JobStatus::Cancelled,
-                                    PipelineError::DeadlineExceeded => JobStatus::Expired,
-                                    _ => JobStatus::Failed,
-                                };
-                                warn!(code = %e.code(), "job failed: {e}");
-                                Attempt::Done(self.failure(&job, status, e.code(), e.to_string()))
-                            }
-                        }
+            // One copy of a job runs at a time, fleet-wide: a second copy (a scheduler replica
+            // died between dispatching the task and recording it, so its successor dispatched
+            // again) finds the lock held and is dropped; the copy holding it runs, or comes back
+            // redelivered if its worker dies. Checked before result.json, so a copy that gets
+            // the lock after the holder committed and released it finds the result.
+            let lock = match self.bus.try_lock(&topology::job_lock(job.job_id().as_str())).await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    info!(redelivered, "the job is running elsewhere; dropping this copy");
+                    self.metrics.duplicates.with_label_values(&[job.kind().as_str()]).inc();
+                    if let Err(e) = acker.ack().await {
+                        warn!("ack of a duplicate failed ({e})");
                     }
+                    return;
                 }
+                Err(e) => return requeue(acker, &format!("taking the job's lock failed: {e}")).await,
             };
-            match attempt {
-                Attempt::Done(mut r) => {
-                    r.attempt = task.attempt;
-                    self.commit(r, acker, started).await
-                }
-                Attempt::Retry(why) => self.retry(task, acker, why, started).await,
-                Attempt::Requeue(why) => self.put_back(task, acker, &why).await,
-            }
+            self.run_locked(task, acker, redelivered, started).await;
+            lock.release().await;
         }
         .instrument(span)
         .await
+    }
+
+    /// [`Worker::handle`] once the job's lock is held.
+    async fn run_locked(&self, task: Task, acker: Box<dyn Acker>, redelivered: bool, started: Instant) {
+        let job = task.job.clone();
+        match self.existing_result(&job).await {
+            Ok(Some(result)) => {
+                info!(redelivered, "result.json exists; not running again");
+                return self.finish(result, acker).await;
+            }
+            Ok(None) => {}
+            Err(e) => return requeue(acker, &e.to_string()).await,
+        }
+        if redelivered {
+            let why = format!("attempt {} was interrupted (the worker running it was lost)", task.attempt);
+            return self.retry(task, acker, why, started).await;
+        }
+        let attempt = if job.deadline().is_some_and(|d| d < Utc::now()) {
+            let r = self.failure(
+                &job,
+                JobStatus::Expired,
+                ErrorCode::DeadlineExceeded,
+                "deadline passed before the job started",
+            );
+            Attempt::Done(r)
+        } else {
+            match self.registry.start(job.job_id()) {
+                None => Attempt::Done(self.failure(
+                    &job,
+                    JobStatus::Cancelled,
+                    ErrorCode::Cancelled,
+                    "cancelled before it started",
+                )),
+                Some(flags) => {
+                    self.publish_state(&job, JobState::Running, None).await;
+                    let out = self.execute(&task, flags).await;
+                    self.registry.finish(job.job_id());
+                    match out {
+                        Ok(result) => Attempt::Done(result),
+                        Err(PipelineError::Interrupted) => Attempt::Requeue("interrupted by shutdown".into()),
+                        Err(e) if e.is_transient() => Attempt::Retry(e.to_string()),
+                        Err(e) => {
+                            let status = match e {
+                                PipelineError::Cancelled => JobStatus::Cancelled,
+                                PipelineError::DeadlineExceeded => JobStatus::Expired,
+                                _ => JobStatus::Failed,
+                            };
+                            warn!(code = %e.code(), "job failed: {e}");
+                            Attempt::Done(self.failure(&job, status, e.code(), e.to_string()))
+                        }
+                    }
+                }
+            }
+        };
+        match attempt {
+            Attempt::Done(mut r) => {
+                r.attempt = task.attempt;
+                self.commit(r, acker, started).await
+            }
+            Attempt::Retry(why) => self.retry(task, acker, why, started).await,
+            Attempt::Requeue(why) => self.put_back(task, acker, &why).await,
+        }
     }
 
     async fn existing_result(&self, job: &Job) -> Result<Option<JobResult>, StorageError> {
@@ -189,28 +216,64 @@ impl Worker {
         let mut ctx = JobContext::new(scratch.path().to_owned(), self.cfg.limits.clone(), progress, flags.cancel);
         ctx.interrupt = flags.interrupt;
         ctx.deadline = job.deadline();
+        let generator = match &job {
+            Job::Edit(_) => Generator::EDITOR,
+            Job::Create(_) if self.create.mcvd.is_some() => Generator::CREATOR_MCVD,
+            Job::Create(_) => Generator::CREATOR_BASELINE,
+        };
+        let payload = Payload::for_job(&self.cfg.watermark_key, &job.tenant().0, &job.job_id().0, generator);
+        let provenance = Provenance::new(generator, payload);
+        ctx.watermark = Some(Arc::new(Watermarker::new(&self.cfg.watermark_key, payload)));
+        ctx.provenance = provenance.mp4_tags();
         let t0 = std::time::Instant::now();
         let mut fetched = Vec::new();
-        for (path, uri) in inputs(&job) {
+        let mut history = Vec::new();
+        for (path, uri, history_index) in inputs(&job) {
             let loc =
-                uri.parse(path, self.cfg.allow_local_media).map_err(|e| PipelineError::BadGuidance(e.to_string()))?;
-            if !matches!(loc, MediaLocation::Local(_)) {
-                check_input_access(job.tenant(), &loc, &self.cfg.shared_input_buckets)?;
+                uri.parse(&path, self.cfg.allow_local_media).map_err(|e| PipelineError::BadGuidance(e.to_string()))?;
+            match (&loc, self.store.local_root()) {
+                (MediaLocation::Local(p), Some(root)) => check_local_input_access(job.tenant(), p, root)?,
+                (MediaLocation::Local(_), None) => {}
+                _ => check_input_access(job.tenant(), &loc, &self.cfg.shared_input_buckets)?,
             }
-            fetched.push(self.store.fetch(&loc, scratch.path(), self.cfg.limits.max_file_bytes).await?);
+            let file = self.store.fetch(&loc, scratch.path(), self.cfg.limits.max_file_bytes).await?;
+            match history_index {
+                Some(index) => history.push(HistoryMedia { index, path: file }),
+                None => fetched.push(file),
+            }
         }
         let download = StageTiming { stage: Stage::Download, ms: t0.elapsed().as_secs_f64() * 1e3 };
-        let (edit, create) = (self.edit.clone(), self.create.clone());
+        let (edit, create, safety) = (self.edit.clone(), self.create.clone(), self.safety.clone());
+        let credentials = self.credentials.clone();
         let (output, ctx) = tokio::task::spawn_blocking(move || {
             let out = match &job {
-                Job::Edit(e) => edit.run(e, &fetched[0], &mut ctx),
+                Job::Edit(e) => edit.run(e, &fetched[0], &history, &mut ctx),
                 Job::Create(c) => create.run(c, fetched.first().map(|p| p.as_path()), &mut ctx),
             };
+            let out = out.and_then(|o| match &safety {
+                Some(filter) => SafetyCheck::run(filter, o, &mut ctx),
+                None => Ok((o, Vec::new())),
+            });
+            let out = out.and_then(|(o, withheld)| {
+                if let Some(c) = &credentials {
+                    ctx.stage(Stage::Check, |_| {
+                        for a in &o.artifacts {
+                            // Wholly synthetic: the creator's outputs and generated thumbnails.
+                            let generated = matches!(job, Job::Create(_))
+                                || a.name == crate::pipeline::thumbnail::GENERATED_THUMBNAIL;
+                            c.attach(a, &generator.name(), generated, Some(&payload.hex()))
+                                .map_err(|e| PipelineError::Provenance(e.to_string()))?;
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok((o, withheld))
+            });
             (out, ctx)
         })
         .await
         .map_err(|e| PipelineError::Io(std::io::Error::other(format!("pipeline thread panicked: {e}"))))?;
-        let PipelineOutput { artifacts, models } = output?;
+        let (PipelineOutput { artifacts, models }, withheld) = output?;
         let t1 = std::time::Instant::now();
         let job = &task.job;
         let mut outputs = Vec::with_capacity(artifacts.len());
@@ -218,8 +281,7 @@ impl Worker {
             ctx.check()?;
             let key = output_key(job.tenant(), job.job_id(), &a.name)?;
             let mut meta = ObjectMeta { content_type: a.content_type.into(), ..Default::default() };
-            meta.entries.insert("ai-generated".into(), "true".into());
-            meta.entries.insert("generator".into(), format!("reelforge/{}", env!("CARGO_PKG_VERSION")));
+            meta.entries.extend(provenance.object_metadata());
             meta.entries.insert("job-id".into(), job.job_id().to_string());
             meta.entries.insert("models".into(), models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(","));
             let stored = self.store.put_file(&key, &a.path, &meta).await?;
@@ -234,7 +296,7 @@ impl Worker {
                 end_s: a.end_s,
                 duration_s: a.duration_s,
                 score: a.score,
-                watermark: None,
+                watermark: Some(payload.hex()),
             });
         }
         let mut timings = vec![download];
@@ -247,6 +309,7 @@ impl Worker {
             kind: Some(job.kind()),
             status: JobStatus::Succeeded,
             outputs,
+            withheld,
             timings,
             models,
             error: None,
@@ -322,11 +385,20 @@ async fn requeue(acker: Box<dyn Acker>, why: &str) {
 }
 
 /// The media a job reads, with the field each comes from.
-fn inputs(job: &Job) -> Vec<(&'static str, &protocol::MediaUri)> {
-    match job {
-        Job::Edit(e) => vec![("source", &e.source)],
-        Job::Create(c) => c.conditioning.iter().map(|c| ("conditioning.source", &c.source)).collect(),
+/// The media a job reads: (JSON path, URI, index in `guidance.history` for history media).
+fn inputs(job: &Job) -> Vec<(String, &protocol::MediaUri, Option<usize>)> {
+    let mut out: Vec<(String, &protocol::MediaUri, Option<usize>)> = match job {
+        Job::Edit(e) => vec![("source".into(), &e.source, None)],
+        Job::Create(c) => c.conditioning.iter().map(|c| ("conditioning.source".into(), &c.source, None)).collect(),
+    };
+    if let Job::Edit(_) = job {
+        for (i, item) in job.guidance().history.iter().enumerate() {
+            if let Some(m) = &item.media {
+                out.push((format!("guidance.history[{i}].media"), m, Some(i)));
+            }
+        }
     }
+    out
 }
 
 type TaskRefusal = (JobId, TenantId, ErrorCode, String);
