@@ -257,7 +257,9 @@ mod tests {
             .into_iter()
             .map(|w| {
                 let b = b.clone();
-                std::thread::spawn(move || b.run(vec![Tensor::ones((1, w), candle_core::DType::F32, &Device::Cpu)?]))
+                std::thread::spawn(move || {
+                    b.run(vec![Tensor::ones((1, w), candle_core::DType::F32, &Device::Cpu).unwrap()])
+                })
             })
             .collect();
         for h in handles {

@@ -126,6 +126,26 @@ fn sampling_is_deterministic_per_seed_in_every_mode() {
 }
 
 #[test]
+fn a_batched_forward_equals_forwards_one_by_one() {
+    // Regression: the attention block once fed candle's Linear a transposed (B, HW, C) view,
+    // whose batch rows after the first came out wrong (training batches and batched sampling).
+    let cfg = McvdConfig { dropout: 0.0, ..test_config() };
+    let (_, model) = perturbed(&cfg, 4);
+    let mut rng = SeededNoise::new(9);
+    let s = cfg.image_size;
+    let xs: Vec<Tensor> = (0..3).map(|_| rng.normal_tensor(&[1, cfg.x_channels(), s, s]).unwrap()).collect();
+    let cs: Vec<Tensor> = (0..3).map(|_| rng.normal_tensor(&[1, cfg.cond_channels(), s, s]).unwrap()).collect();
+    let ts: Vec<Tensor> = [3f32, 500.0, 999.0].iter().map(|&t| Tensor::new(&[t], &Device::Cpu).unwrap()).collect();
+    let cat = |v: &[Tensor]| Tensor::cat(v, 0).unwrap();
+    let batched = model.forward(&cat(&xs), &cat(&ts), &cat(&cs), None).unwrap();
+    for i in 0..3 {
+        let alone = model.forward(&xs[i], &ts[i], &cs[i], None).unwrap();
+        assert!(alone.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3);
+        assert!(max_abs_diff(&alone, &batched.narrow(0, i, 1).unwrap()) < 1e-5, "row {i}");
+    }
+}
+
+#[test]
 fn concurrent_jobs_share_batched_forwards_and_sample_what_they_would_alone() {
     use std::sync::{Arc, Mutex};
     use worker::batching::{BatchOptions, Batcher, ObserveFn};
@@ -134,7 +154,9 @@ fn concurrent_jobs_share_batched_forwards_and_sample_what_they_would_alone() {
     let model = Arc::new(perturbed(&cfg, 3).1);
     let past = frames(&cfg, 4, 7);
     let alone: Vec<Vec<Tensor>> = (0..3)
-        .map(|seed| Diffusion::new(&model, SamplerKind::Ddpm, 3).predict(&past, 8, &mut SeededNoise::new(seed)).unwrap())
+        .map(|seed| {
+            Diffusion::new(&model, SamplerKind::Ddpm, 3).predict(&past, 8, &mut SeededNoise::new(seed)).unwrap()
+        })
         .collect();
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let observe: ObserveFn = Box::new({

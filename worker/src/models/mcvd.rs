@@ -450,7 +450,8 @@ impl Attn {
         let n = group_norm_plain(x, groups(c), 1e-6)?
             .broadcast_mul(&self.norm_w.reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.norm_b.reshape((1, c, 1, 1))?)?;
-        let seq = n.flatten_from(2)?.transpose(1, 2)?; // B, HW, C
+        // Contiguous: candle's CPU matmul mixes up batch rows of a transposed (B, HW, C) view.
+        let seq = n.flatten_from(2)?.transpose(1, 2)?.contiguous()?; // B, HW, C
         let qkv = self.qkv.forward(&seq)?; // B, HW, 3C
         let dh = c / self.heads;
         let split = |i: usize| -> candle_core::Result<Tensor> {

@@ -60,11 +60,16 @@ impl Worker {
             // One copy of a job runs at a time, fleet-wide: a second copy (a scheduler replica
             // died between dispatching the task and recording it, so its successor dispatched
             // again) finds the lock held and is dropped; the copy holding it runs, or comes back
-            // redelivered if its worker dies. Checked before result.json, so a copy that gets
-            // the lock after the holder committed and released it finds the result.
+            // redelivered if its worker dies. result.json is checked under the lock, so a copy
+            // that gets the lock after the holder committed and released it finds the result.
             let lock = match self.bus.try_lock(&topology::job_lock(job.job_id().as_str())).await {
                 Ok(Some(lock)) => lock,
                 Ok(None) => {
+                    // The holder may be past its commit (it releases the lock after acking).
+                    if let Ok(Some(result)) = self.existing_result(&job).await {
+                        info!(redelivered, "result.json exists; not running again");
+                        return self.finish(result, acker).await;
+                    }
                     info!(redelivered, "the job is running elsewhere; dropping this copy");
                     self.metrics.duplicates.with_label_values(&[job.kind().as_str()]).inc();
                     if let Err(e) = acker.ack().await {
