@@ -226,6 +226,43 @@ async fn two_copies_of_a_task_run_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_jobs_running_together_share_model_batches() {
+    let mut f = Fleet::new("batch").await;
+    let models = f.dir.path().join("models");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelforge"))
+        .args(["models", "init-tiny", "--out"])
+        .arg(&models)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mcvd = models.join("mcvd");
+    let url = f.worker("w1", &["--capacity", "3", "--mcvd", mcvd.to_str().unwrap(), "--batch-window-ms", "200"]);
+    wait_http(&format!("{url}/readyz")).await;
+    f.scheduler("s1", &[]);
+    let ids = ["b0", "b1", "b2"];
+    for (i, id) in ids.iter().enumerate() {
+        let job = json!({
+            "v": 1, "kind": "create", "job_id": id, "tenant": "t1", "mode": "generate", "seed": i,
+            "frames": 8, "fps": 8, "size": { "width": 64, "height": 64 },
+            "sampler": { "kind": "ddim", "steps": 6 }
+        });
+        f.submit(&job).await;
+    }
+    let r = f.finished(&ids, T).await;
+    for id in ids {
+        assert_eq!(r[id].status, JobStatus::Succeeded, "{id}: {:?}", r[id].error);
+    }
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Every model call of the three jobs is counted once; some forwards carried several jobs.
+    let (calls, forwards) = (value("reelforge_batch_size_sum"), value("reelforge_batch_size_count"));
+    assert!(forwards > 0.0 && calls > forwards, "tasks per forward: {calls} calls in {forwards} forwards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scheduler_replicas_dispatch_each_job_once() {
     let mut f = Fleet::new("replicas").await;
     f.scheduler("s1", &[]);
