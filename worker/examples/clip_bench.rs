@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(ok);
     });
     let decode = time(runs, || {
-        FrameAnalysis::run(&src, &info, None, 27.0, &ctx).unwrap();
+        FrameAnalysis::run(&src, &info, None, None, 27.0, &ctx).unwrap();
     });
     println!("| pipeline (60 s 720p → {frames} frames at {ANALYSIS_FPS} fps) | median s | frames/s |");
     println!("|---|---:|---:|");
@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clip::init_random(&dir, &cfg, 6)?;
         let model = Clip::load(&dir, &Device::Cpu)?;
         let full = time(runs, || {
-            FrameAnalysis::run(&src, &info, Some(&model), 27.0, &ctx).unwrap();
+            FrameAnalysis::run(&src, &info, Some(&model), None, 27.0, &ctx).unwrap();
         });
         println!(
             "| decode + preprocess + embed, {name} CLIP (batch {}) | {full:.2} | {:.1} |",

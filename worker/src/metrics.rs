@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use protocol::{JobStatus, StageTiming};
 
@@ -53,8 +53,9 @@ pub struct WorkerMetrics {
     pub in_flight: IntGauge,
     /// `reelforge_worker_capacity`: tasks this worker runs at once.
     pub capacity: IntGauge,
-    /// `reelforge_batch_size`: tasks whose model calls shared one forward pass ([`crate::batching`]).
-    pub batch_size: Histogram,
+    /// `reelforge_batch_size{model}`: tasks whose model calls shared one forward pass
+    /// ([`crate::batching`]).
+    pub batch_size: HistogramVec,
     /// `reelforge_model_load_seconds{model}`: time to load a model.
     pub model_load: HistogramVec,
     gpu: Option<GpuGauges>,
@@ -144,10 +145,12 @@ impl WorkerMetrics {
         registry.register(Box::new(in_flight.clone()))?;
         let capacity = IntGauge::new("reelforge_worker_capacity", "Tasks this worker runs at once.")?;
         registry.register(Box::new(capacity.clone()))?;
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("reelforge_batch_size", "Tasks per model batch.").buckets(BATCH_BUCKETS.to_vec()),
+        let batch_size = histogram(
+            "reelforge_batch_size",
+            "Tasks whose model calls shared one forward pass, by model.",
+            &["model"],
+            BATCH_BUCKETS,
         )?;
-        registry.register(Box::new(batch_size.clone()))?;
         let model_load =
             histogram("reelforge_model_load_seconds", "Time to load a model, by model id.", &["model"], LOAD_BUCKETS)?;
         let gpu = if gpus.is_empty() {
@@ -271,13 +274,13 @@ mod tests {
             Duration::from_millis(1500),
             &[StageTiming { stage: Stage::Decode, ms: 250.0 }],
         );
-        m.batch_size.observe(1.0);
+        m.batch_size.with_label_values(&["mcvd"]).observe(1.0);
         let text = m.render().unwrap();
         assert!(text.contains(r#"reelforge_build_info{role="worker",version="1.2.3"} 1"#), "{text}");
         assert!(text.contains(r#"reelforge_jobs_total{kind="edit",outcome="succeeded"} 1"#), "{text}");
         assert!(text.contains(r#"reelforge_stage_duration_seconds_bucket{stage="decode",le="0.25"} 1"#), "{text}");
         assert!(text.contains(r#"reelforge_job_duration_seconds_sum{kind="edit",outcome="succeeded"} 1.5"#));
-        assert!(text.contains("reelforge_batch_size_count 1"), "{text}");
+        assert!(text.contains(r#"reelforge_batch_size_count{model="mcvd"} 1"#), "{text}");
         assert!(!text.contains("gpu"), "{text}");
         assert!(!m.has_gpu());
     }

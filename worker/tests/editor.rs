@@ -52,15 +52,48 @@ fn shots_are_found_where_the_background_changes() {
     let dir = tempfile::tempdir().unwrap();
     let src = sample(dir.path());
     let info = media::probe(&src, &MediaLimits::default()).unwrap();
-    let a = FrameAnalysis::run(&src, &info, None, 27.0, &ctx(dir.path())).unwrap();
+    let a = FrameAnalysis::run(&src, &info, None, None, 27.0, &ctx(dir.path())).unwrap();
     assert_eq!(a.cuts.len(), 3, "cuts {:?}", a.cuts);
     for (cut, want) in a.cuts.iter().zip([2.0, 4.0, 6.0]) {
         assert!((cut - want).abs() <= 0.3, "cut at {cut}, expected about {want}");
     }
     assert!(a.embeddings.is_empty(), "no CLIP, no embeddings");
     // A threshold above any change finds one shot.
-    let a = FrameAnalysis::run(&src, &info, None, 250.0, &ctx(dir.path())).unwrap();
+    let a = FrameAnalysis::run(&src, &info, None, None, 250.0, &ctx(dir.path())).unwrap();
     assert!(a.cuts.is_empty());
+}
+
+#[test]
+fn concurrent_analyses_share_clip_forwards_and_embed_what_they_would_alone() {
+    use std::sync::Mutex;
+    use worker::batching::{BatchOptions, Batcher, ObserveFn};
+    let dir = tempfile::tempdir().unwrap();
+    let src = sample(dir.path());
+    let info = media::probe(&src, &MediaLimits::default()).unwrap();
+    let clip = tiny_clip(dir.path());
+    let alone = FrameAnalysis::run(&src, &info, Some(&clip), None, 27.0, &ctx(dir.path())).unwrap();
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let observe: ObserveFn = Box::new({
+        let sizes = sizes.clone();
+        move |n| sizes.lock().unwrap().push(n)
+    });
+    let opts = BatchOptions { max_rows: 64, window: std::time::Duration::from_secs(2) };
+    let batcher = Batcher::spawn("clip-test", opts, worker::models::clip::image_forward(clip.clone()), observe);
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| FrameAnalysis::run(&src, &info, Some(&clip), Some(&batcher), 27.0, &ctx(dir.path()))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    for a in &together {
+        assert_eq!(a.embeddings.len(), alone.embeddings.len());
+        for (x, y) in a.embeddings.iter().zip(&alone.embeddings) {
+            let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-5, "batched embedding differs by {d}");
+        }
+    }
+    let sizes = sizes.lock().unwrap();
+    assert!(sizes.iter().any(|&n| n == 2), "two analyses share forwards: {sizes:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! refuse non-finite ones. [`init_tiny`] writes a tiny CLIP in the same layout with a fixed
 //! seed, for tests and the demo.
 
+use crate::batching::{Batcher, ForwardFn};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -143,6 +144,9 @@ fn quick_gelu() -> String {
 /// Why CLIP could not load or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
+    /// The batched forward failed ([`crate::batching`]).
+    #[error("clip batch: {0}")]
+    Batch(String),
     /// A file of the checkpoint is missing or unreadable.
     #[error("{path}: {msg}")]
     File {
@@ -368,6 +372,25 @@ impl Clip {
         Ok(out)
     }
 
+    /// As [`Clip::embed_images`], the forward passes running through `batcher` (a batcher over
+    /// [`image_forward`] of this model, shared with other tasks) when one is given.
+    pub fn embed_images_batched(
+        &self,
+        images: &[RgbImage],
+        batcher: Option<&Batcher>,
+    ) -> Result<Vec<Vec<f32>>, ClipError> {
+        let Some(batcher) = batcher else {
+            return self.embed_images(images);
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.batch.max(1)) {
+            let pixels = self.processor.batch(chunk, &self.device)?;
+            let features = batcher.run(vec![pixels]).map_err(|e| ClipError::Batch(e.to_string()))?;
+            out.extend(normalised_rows(&features)?);
+        }
+        Ok(out)
+    }
+
     /// L2-normalised embeddings of an already preprocessed `(N, 3, H, W)` batch.
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
         let features = self.model.get_image_features(pixels)?;
@@ -420,6 +443,12 @@ fn check_weights(tensors: &HashMap<String, Tensor>) -> Result<(), ClipError> {
 }
 
 /// Rows of a `(N, D)` tensor, each divided by its L2 norm; non-finite or zero rows are an error.
+/// The forward a [`Batcher`] runs for `clip`'s image tower: preprocessed pixels `(N, 3, H, W)`
+/// to image features `(N, D)` (normalised by the caller).
+pub fn image_forward(clip: std::sync::Arc<Clip>) -> ForwardFn {
+    Box::new(move |xs: &[Tensor]| clip.model.get_image_features(&xs[0]))
+}
+
 fn normalised_rows(features: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
     let rows = features.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
     rows.into_iter()

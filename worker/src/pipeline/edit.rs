@@ -16,6 +16,7 @@
 //! sharpest frame (model id `uniform-sharpness`); with one, a job with no instruction, style or
 //! history is refused (there is nothing to select by).
 
+use crate::batching::Batcher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ pub struct EditPipeline {
     pub encode: EncodeOptions,
     /// CLIP, when the worker loaded a checkpoint.
     pub clip: Option<Arc<Clip>>,
+    /// Batches CLIP's image forwards across the jobs running at once (the worker sets it).
+    pub clip_batcher: Option<Batcher>,
     /// Stable Diffusion for generated thumbnails, when the worker loaded one.
     pub sd: Option<Arc<StableDiffusion>>,
 }
@@ -114,9 +117,12 @@ impl FrameAnalysis {
         path: &Path,
         info: &ProbeInfo,
         clip: Option<&Clip>,
+        batcher: Option<&Batcher>,
         shot_threshold: f64,
         ctx: &JobContext,
     ) -> Result<Analysis, PipelineError> {
+        // While this job analyses frames, batches wait (briefly) for its embedding calls.
+        let _session = batcher.filter(|_| clip.is_some()).map(Batcher::session);
         let max_side = match clip {
             // Decode so that the shortest side is about the model's input side: the processor's
             // own resize then only trims, and decoding does the heavy downscale.
@@ -137,7 +143,7 @@ impl FrameAnalysis {
             if let Some(c) = clip
                 && !pending.is_empty()
             {
-                out.embeddings.extend(c.embed_images(pending)?);
+                out.embeddings.extend(c.embed_images_batched(pending, batcher)?);
                 ctx.progress.progress(Stage::Embed, out.embeddings.len() as u64, total);
             }
             pending.clear();
@@ -551,7 +557,9 @@ impl EditPipeline {
             }
         };
         let o = &job.options;
-        let analysis = ctx.stage(Stage::Decode, |ctx| FrameAnalysis::run(src, &info, clip, o.shot_threshold, ctx))?;
+        let analysis = ctx.stage(Stage::Decode, |ctx| {
+            FrameAnalysis::run(src, &info, clip, self.clip_batcher.as_ref(), o.shot_threshold, ctx)
+        })?;
         let scores = frame_scores(&analysis, guide.as_ref());
         let windows = ctx.stage(Stage::Select, |_| {
             Ok(match guide {

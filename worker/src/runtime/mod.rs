@@ -234,7 +234,8 @@ impl Worker {
             self.create.encode = encode;
             if let Some(model) = &self.create.mcvd {
                 let metrics = self.metrics.clone();
-                let observe: crate::batching::ObserveFn = Box::new(move |n| metrics.batch_size.observe(n as f64));
+                let observe: crate::batching::ObserveFn =
+                    Box::new(move |n| metrics.batch_size.with_label_values(&["mcvd"]).observe(n as f64));
                 let forward = crate::models::diffusion::batched_forward(model.clone());
                 self.create.batcher = Some(Batcher::spawn("mcvd", self.cfg.batch, forward, observe));
             }
@@ -248,7 +249,13 @@ impl Worker {
             self.metrics.model_load.with_label_values(&["clip"]).observe(t.elapsed().as_secs_f64());
             info!(model = %dir.display(), dim = clip.dim(), "editor: CLIP loaded");
             models.push(format!("clip:{}", dir.display()));
-            self.edit.clip = Some(Arc::new(clip));
+            let clip = Arc::new(clip);
+            let metrics = self.metrics.clone();
+            let observe: crate::batching::ObserveFn =
+                Box::new(move |n| metrics.batch_size.with_label_values(&["clip"]).observe(n as f64));
+            let forward = crate::models::clip::image_forward(clip.clone());
+            self.edit.clip_batcher = Some(Batcher::spawn("clip", self.cfg.batch, forward, observe));
+            self.edit.clip = Some(clip);
         }
         if let Some(path) = &self.cfg.safety_concepts {
             let clip = self.edit.clip.clone().ok_or_else(|| {
