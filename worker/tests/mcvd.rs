@@ -134,7 +134,9 @@ fn concurrent_jobs_share_batched_forwards_and_sample_what_they_would_alone() {
     let model = Arc::new(perturbed(&cfg, 3).1);
     let past = frames(&cfg, 4, 7);
     let alone: Vec<Vec<Tensor>> = (0..3)
-        .map(|seed| Diffusion::new(&model, SamplerKind::Ddpm, 3).predict(&past, 8, &mut SeededNoise::new(seed)).unwrap())
+        .map(|seed| {
+            Diffusion::new(&model, SamplerKind::Ddpm, 3).predict(&past, 8, &mut SeededNoise::new(seed)).unwrap()
+        })
         .collect();
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let observe: ObserveFn = Box::new({

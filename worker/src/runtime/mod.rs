@@ -21,10 +21,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::batching::{BatchOptions, Batcher};
 use crate::media::MediaLimits;
 use crate::metrics::{WorkerMetrics, read_gpus};
 use crate::models::sd::StableDiffusion;
-use crate::batching::{BatchOptions, Batcher};
 use crate::pipeline::create::CreatePipeline;
 use crate::pipeline::edit::EditPipeline;
 use crate::storage::Store;
