@@ -1,0 +1,122 @@
+//! The WGSL shaders of `shaders` against the worker's CPU references, on whatever adapter wgpu
+//! finds (lavapipe, Vulkan on the CPU, in CI). Each test runs several shapes, some not a
+//! multiple of the workgroup size, on seeded random inputs, with every output buffer poisoned
+//! (0xFFFFFFFF: NaN as f32) so a shader that skips an element fails, and checks the relative
+//! error ‖gpu − cpu‖ / ‖cpu‖ against a bound stated per op.
+//!
+//! No adapter is a failure, with the reason (CI installs lavapipe: mesa-vulkan-drivers and
+//! libvulkan1), unless `REELFORGE_SKIP_GPU_TESTS=1`, which turns every test here into a pass
+//! that prints why it skipped.
+
+use std::sync::OnceLock;
+
+use candle_core::{Device, Module, Tensor};
+use shaders::Gpu;
+use worker::models::diffusion::SeededNoise;
+
+/// The shared device with output poisoning on, or `None` when skipping.
+fn gpu() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let g = GPU.get_or_init(|| {
+        Gpu::new()
+            .map(|g| {
+                g.set_poison(true);
+                eprintln!("adapter: {}", g.describe());
+                g
+            })
+            .map_err(|e| e.to_string())
+    });
+    match g {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("REELFORGE_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipped (REELFORGE_SKIP_GPU_TESTS=1): {e}");
+            None
+        }
+        Err(e) => panic!("{e}\n(set REELFORGE_SKIP_GPU_TESTS=1 to skip the WGSL tests on a machine without one)"),
+    }
+}
+
+fn normals(rng: &mut SeededNoise, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32 * scale).collect()
+}
+
+/// ‖got − want‖ / ‖want‖, after checking lengths and that every value is finite.
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "output length");
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("element {i} is {} (not written?), want {}", got[i], want[i]);
+    }
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w as f64).powi(2);
+        den += (w as f64).powi(2);
+    }
+    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+}
+
+fn check(op: &str, shape: &str, got: &[f32], want: &[f32], bound: f64) {
+    let e = rel_err(got, want);
+    eprintln!("{op} {shape}: relative error {e:.3e} (bound {bound:.0e})");
+    assert!(e <= bound, "{op} {shape}: relative error {e:.3e} over {bound:.0e}");
+}
+
+/// GroupNorm sums in a different order from candle's CPU loop (a tree in the workgroup), so
+/// the mean and variance differ by a few ulps of the sums.
+const GROUP_NORM_BOUND: f64 = 2e-6;
+
+#[test]
+fn group_norm_silu_matches_candle() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededNoise::new(9);
+    // (n, c, h, w, groups): group sizes below, at and above the workgroup, odd planes.
+    for (n, c, h, w, groups) in [
+        (1, 4, 1, 1, 2),
+        (2, 8, 5, 7, 4),
+        (1, 32, 16, 16, 8),
+        (3, 12, 9, 11, 3),
+        (2, 64, 32, 32, 32),
+        (1, 6, 33, 17, 1),
+    ] {
+        let x = normals(&mut rng, n * c * h * w, 2.0);
+        let x: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + (i / (h * w) % 3) as f32).collect();
+        let weight = normals(&mut rng, c, 1.0);
+        let bias = normals(&mut rng, c, 0.5);
+        let dev = Device::Cpu;
+        let xt = Tensor::from_vec(x.clone(), (n, c, h, w), &dev).unwrap();
+        let gn = candle_nn::GroupNorm::new(
+            Tensor::from_vec(weight.clone(), c, &dev).unwrap(),
+            Tensor::from_vec(bias.clone(), c, &dev).unwrap(),
+            c,
+            groups,
+            1e-6,
+        )
+        .unwrap();
+        let want = gn.forward(&xt).unwrap().silu().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let dims = shaders::NchwGroups { n, c, h, w, groups };
+        let got = shaders::group_norm_silu(gpu, &x, dims, &weight, &bias, 1e-6).unwrap();
+        check("group_norm_silu", &format!("{n}x{c}x{h}x{w}/{groups}"), &got, &want, GROUP_NORM_BOUND);
+    }
+}
+
+#[test]
+fn group_norm_silu_takes_per_item_scale_and_shift() {
+    // MCVD's ada-norm: a scale and shift per (batch item, channel).
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededNoise::new(10);
+    let (n, c, h, w, groups) = (3, 8, 6, 5, 4);
+    let x = normals(&mut rng, n * c * h * w, 1.5);
+    let weight = normals(&mut rng, n * c, 1.0);
+    let bias = normals(&mut rng, n * c, 0.5);
+    let dev = Device::Cpu;
+    let xt = Tensor::from_vec(x.clone(), (n, c, h, w), &dev).unwrap();
+    let ones = Tensor::ones(c, candle_core::DType::F32, &dev).unwrap();
+    let zeros = Tensor::zeros(c, candle_core::DType::F32, &dev).unwrap();
+    let normed = candle_nn::GroupNorm::new(ones, zeros, c, groups, 1e-6).unwrap().forward(&xt).unwrap();
+    let wt = Tensor::from_vec(weight.clone(), (n, c, 1, 1), &dev).unwrap();
+    let bt = Tensor::from_vec(bias.clone(), (n, c, 1, 1), &dev).unwrap();
+    let want = normed.broadcast_mul(&wt).unwrap().broadcast_add(&bt).unwrap().silu().unwrap();
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got =
+        shaders::group_norm_silu(gpu, &x, shaders::NchwGroups { n, c, h, w, groups }, &weight, &bias, 1e-6).unwrap();
+    check("group_norm_silu (per item)", &format!("{n}x{c}x{h}x{w}/{groups}"), &got, &want, GROUP_NORM_BOUND);
+}
