@@ -4,9 +4,11 @@
 //! dimensions and returning a `Vec`, the shape a candle `CustomOp` needs. The CPU references
 //! the ops are tested against live in the worker (`worker/tests/shaders.rs`).
 
+pub mod diffusion;
 pub mod gpu;
 pub mod group_norm;
 
+pub use diffusion::{ddim_step, ddpm_step};
 pub use gpu::{Dispatch, Gpu, GpuError, Input, Kernel};
 pub use group_norm::{NchwGroups, group_norm_silu};
 pub use wgpu;

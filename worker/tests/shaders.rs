@@ -120,3 +120,39 @@ fn group_norm_silu_takes_per_item_scale_and_shift() {
         shaders::group_norm_silu(gpu, &x, shaders::NchwGroups { n, c, h, w, groups }, &weight, &bias, 1e-6).unwrap();
     check("group_norm_silu (per item)", &format!("{n}x{c}x{h}x{w}/{groups}"), &got, &want, GROUP_NORM_BOUND);
 }
+
+/// The sampler steps repeat candle's f32 arithmetic with the same f32 scalars; only a fused
+/// multiply-add the shader compiler may form differs, by an ulp.
+const STEP_BOUND: f64 = 1e-6;
+
+#[test]
+fn ddim_and_ddpm_steps_match_the_schedule() {
+    use worker::models::diffusion::Schedule;
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededNoise::new(11);
+    let schedule = Schedule::linear(1000, 1e-4, 0.02);
+    // (len, t, t_prev): noisy and late steps, the last step to x₀, lengths around the workgroup.
+    for (len, t, t_prev) in [(1, 999, Some(949)), (255, 500, Some(450)), (257, 20, Some(0)), (4 * 3 * 17 * 19, 0, None)]
+    {
+        // x_t scaled as at step t, ε standard normal: x₀ lands both inside and beyond [−1, 1].
+        let x = normals(&mut rng, len, 1.3);
+        let eps = normals(&mut rng, len, 1.0);
+        let noise = normals(&mut rng, len, 1.0);
+        let dev = Device::Cpu;
+        let (xt, et, nt) = (
+            Tensor::from_vec(x.clone(), len, &dev).unwrap(),
+            Tensor::from_vec(eps.clone(), len, &dev).unwrap(),
+            Tensor::from_vec(noise.clone(), len, &dev).unwrap(),
+        );
+        let (a, a_prev) = (schedule.alphas_cumprod[t], t_prev.map(|p| schedule.alphas_cumprod[p]));
+        let shape = format!("len {len}, t {t} → {t_prev:?}");
+
+        let want = schedule.ddim_step(&xt, &et, t, t_prev).unwrap().to_vec1::<f32>().unwrap();
+        let got = shaders::ddim_step(gpu, &x, &eps, a, a_prev).unwrap();
+        check("ddim_step", &shape, &got, &want, STEP_BOUND);
+
+        let want = schedule.ddpm_step(&xt, &et, t, t_prev, &nt).unwrap().to_vec1::<f32>().unwrap();
+        let got = shaders::ddpm_step(gpu, &x, &eps, &noise, a, a_prev).unwrap();
+        check("ddpm_step", &shape, &got, &want, STEP_BOUND);
+    }
+}
