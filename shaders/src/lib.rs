@@ -7,10 +7,12 @@
 pub mod diffusion;
 pub mod gpu;
 pub mod group_norm;
+pub mod upfirdn;
 
 pub use diffusion::{ddim_step, ddpm_step};
 pub use gpu::{Dispatch, Gpu, GpuError, Input, Kernel};
 pub use group_norm::{NchwGroups, group_norm_silu};
+pub use upfirdn::{FirResample, upfirdn2d};
 pub use wgpu;
 
 #[cfg(test)]

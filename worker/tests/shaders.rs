@@ -156,3 +156,28 @@ fn ddim_and_ddpm_steps_match_the_schedule() {
         check("ddpm_step", &shape, &got, &want, STEP_BOUND);
     }
 }
+
+/// upfirdn2d sums the same products in the same order as the reference loop.
+const UPFIRDN_BOUND: f64 = 1e-6;
+
+#[test]
+fn upfirdn2d_matches_the_reference_loop() {
+    use worker::models::upfirdn::{FIR_KERNEL, Resample, kernel_2d, upfirdn2d_reference};
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededNoise::new(12);
+    let asymmetric: Vec<f32> = (0..9).map(|i| i as f32 - 3.0).collect();
+    let cases: [(usize, usize, usize, Vec<f32>, usize, Resample); 5] = [
+        (6, 8, 6, kernel_2d(&FIR_KERNEL, 4.0), 4, Resample::up2(4)),
+        (6, 8, 6, kernel_2d(&FIR_KERNEL, 1.0), 4, Resample::down2(4)),
+        (5, 9, 13, asymmetric, 3, Resample { up: 1, down: 1, pad0: 1, pad1: 1 }),
+        (2 * 64, 32, 32, kernel_2d(&FIR_KERNEL, 4.0), 4, Resample::up2(4)),
+        (3, 17, 31, kernel_2d(&FIR_KERNEL, 1.0), 4, Resample { up: 3, down: 2, pad0: 2, pad1: 1 }),
+    ];
+    for (planes, h, w, kernel, taps, r) in cases {
+        let x = normals(&mut rng, planes * h * w, 1.0);
+        let want = upfirdn2d_reference(&x, planes, h, w, &kernel, taps, r);
+        let fr = shaders::FirResample { up: r.up, down: r.down, pad0: r.pad0, pad1: r.pad1 };
+        let got = shaders::upfirdn2d(gpu, &x, [planes, h, w], &kernel, taps, fr).unwrap();
+        check("upfirdn2d", &format!("{planes}x{h}x{w} {taps}-tap {r:?}"), &got, &want, UPFIRDN_BOUND);
+    }
+}
