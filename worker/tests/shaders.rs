@@ -181,3 +181,85 @@ fn upfirdn2d_matches_the_reference_loop() {
         check("upfirdn2d", &format!("{planes}x{h}x{w} {taps}-tap {r:?}"), &got, &want, UPFIRDN_BOUND);
     }
 }
+
+/// The DCT shaders sum the same products in the same order as `watermark::dct`.
+const DCT_BOUND: f64 = 1e-6;
+
+#[test]
+fn dct_correlation_matches_block_correlation_and_project() {
+    use worker::watermark::dct::{self, BAND};
+    use worker::watermark::embed::project;
+    use worker::watermark::pattern::Pattern;
+    use worker::watermark::plane::Plane;
+    let Some(gpu) = gpu() else { return };
+    assert_eq!(shaders::watermark::BAND, BAND, "the shader's band is the worker's");
+    let mut rng = SeededNoise::new(13);
+    // Planes with partial blocks at the right and bottom edges, and the canonical grids.
+    for (w, h) in [(8, 8), (100, 77), (64, 64), (256, 256), (333, 41)] {
+        let luma: Vec<f32> = (0..w * h).map(|_| rng.uniform() as f32 * 255.0).collect();
+        let plane = Plane { width: w, height: h, data: luma.clone() };
+        let (bx, by) = (w / 8, h / 8);
+        let chips: Vec<f32> =
+            (0..bx * by * BAND.len()).map(|_| if rng.next_u64() & 1 == 1 { 1.0 } else { -1.0 }).collect();
+        let mut want = Vec::with_capacity(chips.len());
+        let (mut block, mut c, mut out) = ([0f32; 64], [0f32; BAND.len()], [0f32; BAND.len()]);
+        for y in 0..by {
+            for x in 0..bx {
+                plane.block(x, y, &mut block);
+                let first = (y * bx + x) * BAND.len();
+                c.copy_from_slice(&chips[first..first + BAND.len()]);
+                dct::block_correlation(&block, &c, &mut out);
+                want.extend_from_slice(&out);
+            }
+        }
+        let got = shaders::dct_correlate(gpu, &luma, w, h, &chips).unwrap();
+        check("dct_correlate", &format!("{w}x{h}"), &got, &want, DCT_BOUND);
+    }
+    // Detection's projection on a canonical grid: slots summed per coded bit.
+    let key = worker::watermark::WatermarkKey::new(b"shader test key".to_vec());
+    for size in [64, 128, 256] {
+        let pattern = Pattern::new(&key, size, worker::watermark::embed::CODED_BITS);
+        let luma: Vec<f32> = (0..size * size).map(|_| rng.uniform() as f32 * 255.0).collect();
+        let plane = Plane { width: size, height: size, data: luma.clone() };
+        let want = project(&plane, &pattern);
+        let slots = shaders::dct_correlate(gpu, &luma, size, size, &pattern.chip).unwrap();
+        let mut got = vec![0f32; pattern.count.len()];
+        for (s, v) in slots.iter().enumerate() {
+            got[pattern.bit[s] as usize] += v;
+        }
+        check("dct_correlate → project", &format!("{size}x{size}"), &got, &want, DCT_BOUND);
+    }
+}
+
+#[test]
+fn dct_embed_adds_block_delta() {
+    use worker::watermark::dct::{self, BAND};
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededNoise::new(14);
+    for (w, h) in [(8, 8), (100, 77), (64, 64), (256, 256), (19, 250)] {
+        let (bx, by) = (w / 8, h / 8);
+        let mut amps = normals(&mut rng, bx * by * BAND.len(), 5.0);
+        // Some zero amplitudes, as pushes of satisfied bits are.
+        amps.iter_mut().step_by(5).for_each(|a| *a = 0.0);
+        for base in [0.0f32, 1.0] {
+            let luma: Vec<f32> = (0..w * h).map(|_| base * rng.uniform() as f32 * 255.0).collect();
+            let mut want = luma.clone();
+            let (mut a, mut block) = ([0f32; BAND.len()], [0f32; 64]);
+            for y in 0..by {
+                for x in 0..bx {
+                    let first = (y * bx + x) * BAND.len();
+                    a.copy_from_slice(&amps[first..first + BAND.len()]);
+                    dct::block_delta(&a, &mut block);
+                    for dy in 0..8 {
+                        for dx in 0..8 {
+                            want[(y * 8 + dy) * w + x * 8 + dx] += block[dy * 8 + dx];
+                        }
+                    }
+                }
+            }
+            let got = shaders::dct_embed(gpu, &luma, w, h, &amps).unwrap();
+            let what = if base == 0.0 { "delta" } else { "plane + delta" };
+            check("dct_embed", &format!("{w}x{h} {what}"), &got, &want, DCT_BOUND);
+        }
+    }
+}
