@@ -263,3 +263,92 @@ fn dct_embed_adds_block_delta() {
         }
     }
 }
+
+/// The preprocess is integer arithmetic and a table lookup: exactly the CPU's.
+const PREPROCESS_BOUND: f64 = 0.0;
+
+/// The WGSL preprocess's tables from the worker's reference code: Pillow's filters when an axis
+/// is resized (the CPU skips an axis that keeps its size; the identity filter does the same).
+fn preprocess_tables(
+    cfg: &worker::models::preprocess::ImageProcessorConfig,
+    w: u32,
+    h: u32,
+) -> (shaders::AxisFilter, shaders::AxisFilter, Vec<f32>) {
+    use worker::models::preprocess::Kernels;
+    let (rw, rh) = cfg.resized_size(w, h);
+    let axis = |from: u32, to: u32| {
+        if from == to {
+            shaders::AxisFilter::identity(to as usize)
+        } else {
+            let k = Kernels::new(from, to);
+            shaders::AxisFilter { starts: k.starts, weights: k.weights }
+        }
+    };
+    let lut = (0..3).flat_map(|c| (0..=255u8).map(move |v| cfg.channel_value(c, v))).collect();
+    (axis(w, rw), axis(h, rh), lut)
+}
+
+#[test]
+fn preprocess_frames_matches_the_image_processor_exactly() {
+    use worker::models::preprocess::ImageProcessorConfig;
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededNoise::new(15);
+    let clip = ImageProcessorConfig::default();
+    // Downscales (antialiased), upscales, a frame already at size (no resize), a crop wider or
+    // taller than the resized image (zero padding), odd sizes, several frames at once.
+    let cases = [
+        (clip.clone(), 320, 240, 2),
+        (clip.clone(), 1280, 720, 1),
+        (ImageProcessorConfig::square(64), 37, 53, 3),
+        (ImageProcessorConfig::square(224), 224, 224, 1),
+        (ImageProcessorConfig::square(32), 101, 17, 2),
+        (
+            ImageProcessorConfig {
+                crop_size: worker::models::preprocess::SizeSpec::Exact { height: 40, width: 70 },
+                ..ImageProcessorConfig::square(48)
+            },
+            90,
+            61,
+            1,
+        ),
+        (
+            ImageProcessorConfig {
+                crop_size: worker::models::preprocess::SizeSpec::Exact { height: 40, width: 50 },
+                ..ImageProcessorConfig::square(32)
+            },
+            23,
+            150,
+            2,
+        ),
+    ];
+    for (cfg, w, h, frames) in cases {
+        // Smooth content plus noise, so the filters see both flat areas and edges.
+        let images: Vec<image::RgbImage> = (0..frames)
+            .map(|f| {
+                image::RgbImage::from_fn(w, h, |x, y| {
+                    let base = ((x * 7 + y * 3 + f * 50) % 256) as f64;
+                    image::Rgb(std::array::from_fn(|c| {
+                        (base + 60.0 * rng.normal() + 40.0 * c as f64).clamp(0.0, 255.0) as u8
+                    }))
+                })
+            })
+            .collect();
+        let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();
+        let (horizontal, vertical, lut) = preprocess_tables(&cfg, w, h);
+        let (crop_h, crop_w) = cfg.crop();
+        let p = shaders::FramePreprocess {
+            width: w as usize,
+            height: h as usize,
+            horizontal: &horizontal,
+            vertical: &vertical,
+            crop_w: crop_w as usize,
+            crop_h: crop_h as usize,
+            lut: &lut,
+        };
+        let rgb: Vec<u8> = images.iter().flat_map(|img| img.as_raw().iter().copied()).collect();
+        let got = shaders::preprocess_frames(gpu, &rgb, frames as usize, &p).unwrap();
+        let shape = format!("{frames}x {w}x{h} → {crop_w}x{crop_h}");
+        check("preprocess_frames", &shape, &got, &want, PREPROCESS_BOUND);
+        assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{shape}: not bit-exact");
+    }
+}
