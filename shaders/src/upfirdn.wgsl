@@ -1,7 +1,7 @@
 // upfirdn2d (StyleGAN2, NCSN++/MCVD's FIR resampling): each output sample is
 // Σ_{i,j} k[taps-1-i][taps-1-j] · u[y·down + i][x·down + j], u the plane upsampled by zero
 // insertion and zero-padded by pad0 before and pad1 after, summed in the worker's reference
-// order (i outer, j inner; zero samples included).
+// order (i outer, j inner), skipping the taps that fall on inserted or padded zeros.
 
 struct Params {
     total: u32,
@@ -20,22 +20,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read> kernel: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// The upsampled, padded plane `plane` at (yy, xx), read through rather than materialised.
-fn sample(plane: u32, yy: u32, xx: u32) -> f32 {
-    if yy < p.pad0 || xx < p.pad0 {
-        return 0.0;
-    }
-    let uy = yy - p.pad0;
-    let ux = xx - p.pad0;
-    if uy % p.up != 0u || ux % p.up != 0u {
-        return 0.0;
-    }
-    let sy = uy / p.up;
-    let sx = ux / p.up;
-    if sy >= p.h || sx >= p.w {
-        return 0.0;
-    }
-    return x[(plane * p.h + sy) * p.w + sx];
+// The first tap i ≥ 0 of an axis whose padded, upsampled position o·down + i − pad0 is a real
+// sample (a multiple of `up`), as a signed position; later real taps follow every `up`.
+fn first_real(o: u32) -> i32 {
+    let pos = i32(o * p.down) - i32(p.pad0);
+    let up = i32(p.up);
+    return ((up - pos % up) % up);
 }
 
 @compute @workgroup_size(256)
@@ -47,12 +37,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let ox = o % p.wo;
     let oy = (o / p.wo) % p.ho;
     let plane = o / (p.wo * p.ho);
-    let t = p.taps;
+    let t = i32(p.taps);
+    let up = i32(p.up);
+    let y0 = i32(oy * p.down) - i32(p.pad0);
+    let x0 = i32(ox * p.down) - i32(p.pad0);
+    // Only taps on real samples: the zeros of the upsampled, padded plane add nothing (the
+    // reference adds them; x + 0 is x), and the order of the rest is the reference's.
+    let ib = first_real(oy);
+    let jb = first_real(ox);
+    // Consecutive real taps are consecutive input samples: one division per axis, not per tap.
+    let sy0 = (y0 + ib) / up;
+    let sx0 = (x0 + jb) / up;
     var acc = 0.0;
-    for (var i = 0u; i < t; i++) {
-        for (var j = 0u; j < t; j++) {
-            acc += kernel[(t - 1u - i) * t + (t - 1u - j)] * sample(plane, oy * p.down + i, ox * p.down + j);
+    var sy = sy0;
+    for (var i = ib; i < t; i += up) {
+        if sy >= 0 && sy < i32(p.h) {
+            let row = (plane * p.h + u32(sy)) * p.w;
+            var sx = sx0;
+            for (var j = jb; j < t; j += up) {
+                if sx >= 0 && sx < i32(p.w) {
+                    acc += kernel[u32((t - 1 - i) * t + (t - 1 - j))] * x[row + u32(sx)];
+                }
+                sx += 1;
+            }
         }
+        sy += 1;
     }
     out[o] = acc;
 }

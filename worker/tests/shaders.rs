@@ -166,12 +166,14 @@ fn upfirdn2d_matches_the_reference_loop() {
     let Some(gpu) = gpu() else { return };
     let mut rng = SeededNoise::new(12);
     let asymmetric: Vec<f32> = (0..9).map(|i| i as f32 - 3.0).collect();
-    let cases: [(usize, usize, usize, Vec<f32>, usize, Resample); 5] = [
+    let cases: [(usize, usize, usize, Vec<f32>, usize, Resample); 6] = [
         (6, 8, 6, kernel_2d(&FIR_KERNEL, 4.0), 4, Resample::up2(4)),
         (6, 8, 6, kernel_2d(&FIR_KERNEL, 1.0), 4, Resample::down2(4)),
         (5, 9, 13, asymmetric, 3, Resample { up: 1, down: 1, pad0: 1, pad1: 1 }),
         (2 * 64, 32, 32, kernel_2d(&FIR_KERNEL, 4.0), 4, Resample::up2(4)),
         (3, 17, 31, kernel_2d(&FIR_KERNEL, 1.0), 4, Resample { up: 3, down: 2, pad0: 2, pad1: 1 }),
+        // Padding wider than the upsampling: whole rows and columns of padded zeros.
+        (2, 11, 7, (0..16).map(|i| (i as f32).sin()).collect(), 4, Resample { up: 2, down: 3, pad0: 5, pad1: 4 }),
     ];
     for (planes, h, w, kernel, taps, r) in cases {
         let x = normals(&mut rng, planes * h * w, 1.0);
