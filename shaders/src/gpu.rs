@@ -64,7 +64,7 @@ pub enum GpuError {
         kernel: &'static str,
         /// The buffer's size.
         bytes: u64,
-        /// The device's `max_storage_buffer_binding_size`.
+        /// The device's `max_storage_buffer_binding_size` (or `max_buffer_size`, if smaller).
         limit: u64,
     },
     /// The arguments of a launcher do not fit together (lengths against dimensions).
@@ -266,7 +266,7 @@ impl Gpu {
     /// Runs `kernel` once over `d` and returns each output buffer's words.
     pub fn run(&self, kernel: &Kernel, d: &Dispatch<'_>) -> Result<Vec<Vec<u32>>, GpuError> {
         let pipeline = self.pipeline(kernel)?;
-        let limit = u64::from(self.limits.max_storage_buffer_binding_size);
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         let check = |bytes: u64| {
             if bytes > limit { Err(GpuError::TooLarge { kernel: kernel.name, bytes, limit }) } else { Ok(()) }
         };

@@ -19,10 +19,9 @@ fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
     let g = GPU.get_or_init(|| {
         Gpu::new()
-            .map(|g| {
+            .inspect(|g| {
                 g.set_poison(true);
                 eprintln!("adapter: {}", g.describe());
-                g
             })
             .map_err(|e| e.to_string())
     });
