@@ -75,6 +75,16 @@ mod tests {
     }
 
     #[test]
+    fn grids_fold_into_y_past_the_dimension_limit() {
+        use super::gpu::groups_1d;
+        assert_eq!(grid_1d(0), (1, 1, 1));
+        assert_eq!(grid_1d(257), (2, 1, 1));
+        assert_eq!(grid_1d(65_535 * 256), (65_535, 1, 1));
+        assert_eq!(grid_1d(65_535 * 256 + 1), (65_535, 2, 1));
+        assert_eq!(groups_1d(67_200), (65_535, 2, 1));
+    }
+
+    #[test]
     fn a_broken_shader_is_an_error_not_a_panic() {
         let Some(gpu) = gpu() else { return };
         let bad = Kernel { name: "test_broken", source: "fn main() { let x: u32 = 1.5; }", entry: "main" };

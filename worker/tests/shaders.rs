@@ -67,7 +67,8 @@ const GROUP_NORM_BOUND: f64 = 2e-6;
 fn group_norm_silu_matches_candle() {
     let Some(gpu) = gpu() else { return };
     let mut rng = SeededNoise::new(9);
-    // (n, c, h, w, groups): group sizes below, at and above the workgroup, odd planes.
+    // (n, c, h, w, groups): group sizes below, at and above the workgroup, odd planes, an
+    // MCVD-sized 32 768-value group, and more groups (67 200) than one dispatch dimension holds.
     for (n, c, h, w, groups) in [
         (1, 4, 1, 1, 2),
         (2, 8, 5, 7, 4),
@@ -75,6 +76,8 @@ fn group_norm_silu_matches_candle() {
         (3, 12, 9, 11, 3),
         (2, 64, 32, 32, 32),
         (1, 6, 33, 17, 1),
+        (1, 256, 64, 64, 32),
+        (2100, 32, 1, 1, 32),
     ] {
         let x = normals(&mut rng, n * c * h * w, 2.0);
         let x: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + (i / (h * w) % 3) as f32).collect();
