@@ -12,9 +12,11 @@ BUILD_PACKAGES=(clang libclang-dev pkg-config libavcodec-dev libavformat-dev lib
 # Debian packages the tests and the demo's checks need (ffmpeg/ffprobe and libjpeg-turbo's
 # cjpeg as independent tools, the openssl CLI that makes the C2PA tests' certificates,
 # RabbitMQ for the fleet tests, Prometheus and promtool for the
-# metrics and deploy checks; apt does not start Prometheus, the tests run their own), and
-# python3-venv for check-deploy.sh.
-TEST_PACKAGES=(ffmpeg libjpeg-turbo-progs openssl rabbitmq-server prometheus python3-venv)
+# metrics and deploy checks; apt does not start Prometheus, the tests run their own),
+# python3-venv for check-deploy.sh, and lavapipe (Mesa's Vulkan on the CPU) with the Vulkan
+# loader, the adapter the WGSL shader tests run on where there is no GPU.
+TEST_PACKAGES=(ffmpeg libjpeg-turbo-progs openssl rabbitmq-server prometheus python3-venv
+  mesa-vulkan-drivers libvulkan1)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

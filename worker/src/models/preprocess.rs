@@ -194,17 +194,23 @@ impl ImageProcessorConfig {
         let cropped = center_crop(&resized, cw, ch);
         let plane = (ch * cw) as usize;
         let mut out = vec![0f32; 3 * plane];
-        let scale = if self.do_rescale { self.rescale_factor } else { 1.0 };
         for (i, p) in cropped.pixels().enumerate() {
             for c in 0..3 {
-                let mut v = p.0[c] as f64 * scale;
-                if self.do_normalize {
-                    v = (v - self.image_mean[c]) / self.image_std[c];
-                }
-                out[c * plane + i] = v as f32;
+                out[c * plane + i] = self.channel_value(c, p.0[c]);
             }
         }
         Ok(out)
+    }
+
+    /// The model-input value of byte `v` in channel `c`: rescaled and normalised in f64, then
+    /// rounded to f32 (a 256-entry table per channel; the WGSL preprocess looks it up).
+    pub fn channel_value(&self, c: usize, v: u8) -> f32 {
+        let scale = if self.do_rescale { self.rescale_factor } else { 1.0 };
+        let mut v = v as f64 * scale;
+        if self.do_normalize {
+            v = (v - self.image_mean[c]) / self.image_std[c];
+        }
+        v as f32
     }
 
     /// A batch as an `(N, 3, crop_h, crop_w)` tensor on `device`.
@@ -301,14 +307,18 @@ fn bicubic(x: f64) -> f64 {
 }
 
 /// Per output position: the first input index and the fixed-point weights (Pillow's
-/// `precompute_coeffs` + `normalize_coeffs_8bpc`).
-struct Kernels {
-    starts: Vec<u32>,
-    weights: Vec<Vec<i32>>,
+/// `precompute_coeffs` + `normalize_coeffs_8bpc`). Public so that the WGSL preprocess can be
+/// given the very same tables.
+pub struct Kernels {
+    /// First input index per output position.
+    pub starts: Vec<u32>,
+    /// 22-bit fixed-point weights per output position.
+    pub weights: Vec<Vec<i32>>,
 }
 
 impl Kernels {
-    fn new(in_size: u32, out_size: u32) -> Self {
+    /// The tables resampling an axis of `in_size` samples to `out_size`.
+    pub fn new(in_size: u32, out_size: u32) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
         let support = 2.0 * filterscale;
