@@ -1,4 +1,9 @@
-//! `kernels` will own reelforge's CUDA kernels (`.cu` sources compiled at run time by NVRTC
-//! through cudarc) and their Rust launchers. Empty until the custom-kernels issue lands: the
-//! workspace and its `cuda` feature exist now so that the dependency direction is fixed
-//! (`worker` → `kernels`) and the CPU build never touches CUDA.
+//! `kernels` owns reelforge's fused compute ops as candle custom ops: each has a CPU forward in
+//! Rust (the reference the other implementations are tested against) and, in the `cuda` build,
+//! a CUDA forward (`.cu` sources compiled at run time by NVRTC through cudarc). The default
+//! build is CPU-only and never touches CUDA. Ops: [`group_norm_silu`] (fused GroupNorm, affine
+//! and SiLU, the MCVD network's norm-activation).
+
+pub mod group_norm;
+
+pub use group_norm::group_norm_silu;

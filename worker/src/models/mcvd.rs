@@ -330,8 +330,20 @@ impl ActNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor, emb: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    /// `train`: the unfused candle ops, which have gradients; else the fused kernel.
+    fn forward(&self, x: &Tensor, emb: Option<&Tensor>, train: bool) -> candle_core::Result<Tensor> {
         let c = x.dim(1)?;
+        if !train {
+            let (a, b) = match (&self.dense, emb, &self.affine) {
+                (Some(dense), Some(emb), _) => {
+                    let ss = dense.forward(&emb.silu()?)?;
+                    ((ss.narrow(1, 0, c)? + 1.0)?, ss.narrow(1, c, c)?)
+                }
+                (_, _, Some((w, b))) => (w.clone(), b.clone()),
+                _ => (Tensor::ones(c, x.dtype(), x.device())?, Tensor::zeros(c, x.dtype(), x.device())?),
+            };
+            return kernels::group_norm_silu(x, &a, &b, self.groups, 1e-6);
+        }
         let n = group_norm_plain(x, self.groups, 1e-6)?;
         let n = match (&self.dense, emb, &self.affine) {
             (Some(dense), Some(emb), _) => {
@@ -394,7 +406,7 @@ impl ResBlock {
 
     fn forward(&self, x: &Tensor, temb: &Tensor, dropout: Option<&mut SeededNoise>) -> candle_core::Result<Tensor> {
         let train = dropout.is_some();
-        let mut h = self.norm_0.forward(x, Some(temb))?;
+        let mut h = self.norm_0.forward(x, Some(temb), train)?;
         let mut x = x.clone();
         match self.resample {
             Resampling::Up => {
@@ -408,7 +420,7 @@ impl ResBlock {
             Resampling::None => {}
         }
         h = self.conv_0.forward(&h, train)?;
-        h = self.norm_1.forward(&h, Some(temb))?;
+        h = self.norm_1.forward(&h, Some(temb), train)?;
         if let Some(rng) = dropout.filter(|_| self.dropout > 0.0) {
             let p = f64::from(self.dropout);
             let keep: Vec<f32> =
@@ -614,7 +626,7 @@ impl Mcvd {
             }
             h = run(layer, &h, &temb, dropout.as_deref_mut())?;
         }
-        let h = self.norm_out.forward(&h, None)?;
+        let h = self.norm_out.forward(&h, None, train)?;
         Ok(self.conv_out.forward(&h, train)?)
     }
 
