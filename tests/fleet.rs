@@ -195,37 +195,6 @@ async fn duplicate_submissions_run_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_copies_of_a_task_run_once() {
-    // What a scheduler replica killed between dispatching a task and recording it leaves behind:
-    // two copies of the same task. Two idle workers each take one; the job's lock lets one run.
-    let mut f = Fleet::new("copies").await;
-    let w1 = f.worker("w1", &["--capacity", "1"]);
-    let w2 = f.worker("w2", &["--capacity", "1"]);
-    wait_http(&format!("{w1}/readyz")).await;
-    wait_http(&format!("{w2}/readyz")).await;
-    let job = protocol::Job::from_json(
-        f.slow_edit("c1").to_string().as_bytes(),
-        &protocol::ValidationContext { allow_local_media: true },
-    )
-    .unwrap();
-    let queue = topology::declare_task_queue(&f.bus, job.kind(), job.profile()).await.unwrap();
-    let task = serde_json::to_vec(&protocol::Task::first(job)).unwrap();
-    for _ in 0..2 {
-        f.bus.publish("", &queue, Message::new("c1", task.clone()).with_priority(4)).await.unwrap();
-    }
-    let r = f.finished(&["c1"], T).await.remove("c1").unwrap();
-    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.error);
-    f.drain(Duration::from_millis(500)).await;
-    assert_eq!(f.count("c1", JobState::Running), 1, "the job ran more than once");
-    assert_eq!(f.finished_count("c1"), 1);
-    let dropped = ["w1", "w2"].iter().filter(|w| f.log(w).contains("running elsewhere; dropping this copy")).count();
-    assert_eq!(dropped, 1, "one worker drops its copy:\n{}\n{}", f.log("w1"), f.log("w2"));
-    let names = f.outputs_of("t1", "c1");
-    assert_eq!(names.iter().filter(|n| !n.ends_with(".meta.json")).count(), 18, "{names:?}");
-    assert_eq!(f.bus.depth(&queue).await.unwrap(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_jobs_running_together_share_model_batches() {
     let mut f = Fleet::new("batch").await;
     let models = f.dir.path().join("models");

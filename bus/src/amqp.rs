@@ -20,7 +20,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::{Acker, Bus, BusError, Consumer, Delivery, ExchangeKind, Lock, Message, QueueSpec};
+use crate::{Acker, Bus, BusError, Consumer, Delivery, ExchangeKind, Message, QueueSpec};
 
 /// Reconnect attempts before an operation gives up (consumers retry forever).
 const PUBLISH_ATTEMPTS: u32 = 6;
@@ -38,11 +38,9 @@ struct Inner {
     link: Mutex<Option<Link>>,
     /// Everything declared so far, replayed in order after a reconnect.
     declared: std::sync::Mutex<Vec<Declaration>>,
-    /// Open channels of released locks, with the link generation they belong to, for reuse.
-    lock_channels: std::sync::Mutex<Vec<(u64, Channel)>>,
-    /// Locks this process holds or is taking: the broker grants an exclusive queue again to the
-    /// connection that owns it, so holders within one process are told apart here.
-    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Idle channels in transaction mode, with the link generation they belong to: one per
+    /// concurrent [`Bus::publish_atomic`], so transactions never interleave.
+    tx_channels: std::sync::Mutex<Vec<(u64, Channel)>>,
 }
 
 #[derive(Clone)]
@@ -75,22 +73,11 @@ impl AmqpBus {
                 url: url.to_owned(),
                 link: Mutex::new(None),
                 declared: Default::default(),
-                lock_channels: Default::default(),
-                held: Default::default(),
+                tx_channels: Default::default(),
             }),
         };
         bus.link().await?;
         Ok(bus)
-    }
-
-    /// Closes the connection (its exclusive queues, the locks, go with it); a later operation
-    /// connects again.
-    pub async fn close(&self) {
-        if let Some(link) = self.inner.link.lock().await.take() {
-            let _ = link.conn.close(200, "closing".into()).await;
-        }
-        self.inner.lock_channels.lock().expect("lock channel pool").clear();
-        self.inner.held.lock().expect("held locks").clear();
     }
 
     /// The current link, (re)connecting once if it is down.
@@ -318,6 +305,35 @@ impl Bus for AmqpBus {
         Ok(())
     }
 
+    async fn publish_atomic(&self, messages: Vec<(String, String, Message)>) -> Result<(), BusError> {
+        let what = format!("atomic publish of {} messages", messages.len());
+        let lost = |e: lapin::Error| BusError::Disconnected(format!("{what}: {e}"));
+        let link = self.link().await?;
+        let pooled = {
+            let mut pool = self.inner.tx_channels.lock().expect("tx channel pool");
+            pool.retain(|(g, ch)| *g == link.generation && ch.status().connected());
+            pool.pop().map(|(_, ch)| ch)
+        };
+        let ch = match pooled {
+            Some(ch) => ch,
+            None => {
+                let ch = link.conn.create_channel().await.map_err(lost)?;
+                ch.tx_select().await.map_err(lost)?;
+                ch
+            }
+        };
+        for (exchange, key, message) in &messages {
+            let opts = BasicPublishOptions::default();
+            ch.basic_publish(exchange.as_str().into(), key.as_str().into(), opts, &message.body, properties(message))
+                .await
+                .map_err(lost)?;
+        }
+        // The broker answers commit-ok once the persistent messages are on disk.
+        ch.tx_commit().await.map_err(lost)?;
+        self.inner.tx_channels.lock().expect("tx channel pool").push((link.generation, ch));
+        Ok(())
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError> {
         let mut c = AmqpConsumer { bus: self.clone(), queue: queue.to_owned(), prefetch, stream: None, failures: 0 };
         c.subscribe().await?;
@@ -352,85 +368,6 @@ impl Bus for AmqpBus {
 
     async fn is_connected(&self) -> bool {
         self.inner.link.lock().await.as_ref().is_some_and(|l| l.conn.status().connected())
-    }
-
-    async fn try_lock(&self, name: &str) -> Result<Option<Box<dyn Lock>>, BusError> {
-        if !self.inner.held.lock().expect("held locks").insert(name.to_owned()) {
-            return Ok(None);
-        }
-        let taken = self.take_lock(name).await;
-        if !matches!(taken, Ok(Some(_))) {
-            self.inner.held.lock().expect("held locks").remove(name);
-        }
-        taken
-    }
-}
-
-impl AmqpBus {
-    /// Declares the lock's exclusive queue (the name is already marked held in this process).
-    async fn take_lock(&self, name: &str) -> Result<Option<Box<dyn Lock>>, BusError> {
-        let link = self.link().await?;
-        let pooled = {
-            let mut pool = self.inner.lock_channels.lock().expect("lock channel pool");
-            pool.retain(|(g, ch)| *g == link.generation && ch.status().connected());
-            pool.pop().map(|(_, ch)| ch)
-        };
-        let ch = match pooled {
-            Some(ch) => ch,
-            None => link.conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?,
-        };
-        // Exclusive: owned by this connection, refused to any other (405 RESOURCE_LOCKED) and
-        // deleted by the broker when the connection ends.
-        let opts = QueueDeclareOptions { exclusive: true, ..Default::default() };
-        match ch.queue_declare(name.into(), opts, FieldTable::default()).await {
-            Ok(_) => Ok(Some(Box::new(AmqpLock {
-                bus: self.clone(),
-                generation: link.generation,
-                channel: Some(ch),
-                name: name.to_owned(),
-            }))),
-            Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 405) => Ok(None),
-            Err(e) if link.conn.status().connected() => Err(refused(format!("lock `{name}`"), e)),
-            Err(e) => Err(BusError::Disconnected(e.to_string())),
-        }
-    }
-}
-
-/// A held lock: an exclusive queue declared on `channel`.
-struct AmqpLock {
-    bus: AmqpBus,
-    generation: u64,
-    channel: Option<Channel>,
-    name: String,
-}
-
-impl AmqpLock {
-    async fn give_up(bus: AmqpBus, generation: u64, ch: Channel, name: String) {
-        match ch.queue_delete(name.as_str().into(), Default::default()).await {
-            Ok(_) => bus.inner.lock_channels.lock().expect("lock channel pool").push((generation, ch)),
-            // The connection is gone (and the queue with it), or the channel broke: drop it.
-            Err(e) => warn!(lock = %name, error = %e, "releasing a lock failed; it ends with the connection"),
-        }
-        bus.inner.held.lock().expect("held locks").remove(&name);
-    }
-}
-
-#[async_trait]
-impl Lock for AmqpLock {
-    async fn release(mut self: Box<Self>) {
-        if let Some(ch) = self.channel.take() {
-            AmqpLock::give_up(self.bus.clone(), self.generation, ch, std::mem::take(&mut self.name)).await;
-        }
-    }
-}
-
-impl Drop for AmqpLock {
-    fn drop(&mut self) {
-        if let Some(ch) = self.channel.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(AmqpLock::give_up(self.bus.clone(), self.generation, ch, std::mem::take(&mut self.name)));
-        }
     }
 }
 

@@ -136,6 +136,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes a persistent message and returns once the broker has taken responsibility for it.
     /// The exchange `""` routes to the queue named by the key. An unroutable message is an error.
     async fn publish(&self, exchange: &str, routing_key: &str, message: Message) -> Result<(), BusError>;
+    /// Publishes persistent messages (exchange, routing key, message) all or none: when it
+    /// returns, the broker holds every one; when it fails, or the publisher dies first, it holds
+    /// all of them or none (AMQP transactions). Unlike [`Bus::publish`], an unroutable message is
+    /// not detected: publish to queues and exchanges you declared.
+    async fn publish_atomic(&self, messages: Vec<(String, String, Message)>) -> Result<(), BusError>;
     /// Starts consuming with at most `prefetch` unacknowledged deliveries in hand.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError>;
     /// Takes one message from a queue without subscribing (AMQP `basic.get`), if any is ready.
@@ -146,18 +151,6 @@ pub trait Bus: Send + Sync + 'static {
     async fn is_connected(&self) -> bool {
         true
     }
-    /// Takes the fleet-wide lock `name`, or returns `None` when another holder has it. A lock
-    /// is held until it is released or its holder's connection to the broker ends, so a process
-    /// that dies gives up its locks with its unsettled deliveries (over RabbitMQ: an exclusive
-    /// queue named `name`, which the broker refuses to a second connection).
-    async fn try_lock(&self, name: &str) -> Result<Option<Box<dyn Lock>>, BusError>;
-}
-
-/// A held [`Bus::try_lock`] lock. Dropping it unreleased gives it up in the background.
-#[async_trait]
-pub trait Lock: Send {
-    /// Gives the lock up.
-    async fn release(self: Box<Self>);
 }
 
 /// A stream of deliveries from one queue.

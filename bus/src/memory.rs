@@ -6,14 +6,14 @@
 //! Nothing is persisted: it is not a stand-in for RabbitMQ in integration tests.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::{Acker, Bus, BusError, Consumer, Delivery, ExchangeKind, Lock, Message, QueueSpec, topic};
+use crate::{Acker, Bus, BusError, Consumer, Delivery, ExchangeKind, Message, QueueSpec, topic};
 
 /// The in-process broker. Cheap to clone; clones share the broker.
 #[derive(Clone, Default)]
@@ -26,7 +26,6 @@ struct State {
     queues: HashMap<String, Queue>,
     exchanges: HashMap<String, Exchange>,
     seq: u64,
-    locks: HashSet<String>,
 }
 
 struct Exchange {
@@ -202,6 +201,21 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    async fn publish_atomic(&self, messages: Vec<(String, String, Message)>) -> Result<(), BusError> {
+        // Routed first, under one lock, so a bad route publishes nothing.
+        let mut st = self.state();
+        let mut routed = Vec::with_capacity(messages.len());
+        for (exchange, key, message) in messages {
+            routed.push((Self::route(&st, &exchange, &key)?, key, message));
+        }
+        for (targets, key, message) in routed {
+            for q in targets {
+                self.enqueue(&mut st, &q, &key, message.clone());
+            }
+        }
+        Ok(())
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError> {
         let st = self.state();
         let q = st.queues.get(queue).ok_or_else(|| not_found("queue", queue))?;
@@ -221,36 +235,6 @@ impl Bus for MemoryBus {
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {
         let st = self.state();
         Ok(st.queues.get(queue).ok_or_else(|| not_found("queue", queue))?.ready.len() as u64)
-    }
-
-    async fn try_lock(&self, name: &str) -> Result<Option<Box<dyn Lock>>, BusError> {
-        if !self.state().locks.insert(name.to_owned()) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(MemoryLock { bus: self.clone(), name: Some(name.to_owned()) })))
-    }
-}
-
-/// A held lock of the in-process broker.
-struct MemoryLock {
-    bus: MemoryBus,
-    name: Option<String>,
-}
-
-#[async_trait]
-impl Lock for MemoryLock {
-    async fn release(mut self: Box<Self>) {
-        if let Some(name) = self.name.take() {
-            self.bus.state().locks.remove(&name);
-        }
-    }
-}
-
-impl Drop for MemoryLock {
-    fn drop(&mut self) {
-        if let Some(name) = self.name.take() {
-            self.bus.state().locks.remove(&name);
-        }
     }
 }
 
@@ -420,17 +404,5 @@ mod tests {
         assert!(bus.get("work").await.unwrap().is_none());
         // Redeclaring with other arguments is refused, as RabbitMQ does.
         assert!(bus.declare_queue(&QueueSpec::durable("delay")).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn locks_have_one_holder_until_released_or_dropped() {
-        let bus = MemoryBus::default();
-        let held = bus.try_lock("job.a").await.unwrap().expect("free");
-        assert!(bus.try_lock("job.a").await.unwrap().is_none());
-        assert!(bus.try_lock("job.b").await.unwrap().is_some());
-        held.release().await;
-        let again = bus.try_lock("job.a").await.unwrap().expect("released");
-        drop(again);
-        assert!(bus.try_lock("job.a").await.unwrap().is_some());
     }
 }

@@ -33,12 +33,6 @@ pub fn task_queue(kind: JobKind, profile: &str) -> String {
     format!("reelforge.tasks.{}.{profile}", kind.as_str())
 }
 
-/// The fleet-wide lock a worker holds while it runs a job (see [`crate::Bus::try_lock`]):
-/// `reelforge.lock.job.<id>`. A second copy of the task finds it held and is dropped.
-pub fn job_lock(job_id: &str) -> String {
-    format!("reelforge.lock.job.{job_id}")
-}
-
 /// The retry rung that delays a task by `delay_ms` before it returns to its work queue:
 /// a fanout exchange and a queue of this name, whose messages expire into the default exchange
 /// with their routing key (the work queue's name).

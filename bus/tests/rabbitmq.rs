@@ -126,28 +126,26 @@ async fn consumers_survive_a_dropped_connection() {
 }
 
 #[tokio::test]
-async fn locks_are_exclusive_across_connections_and_within_one() {
-    let (a, b) = (bus().await, bus().await);
-    let name = unique("lock");
-    let held = a.try_lock(&name).await.unwrap().expect("a free lock is granted");
-    assert!(b.try_lock(&name).await.unwrap().is_none(), "another connection must be refused");
-    assert!(a.try_lock(&name).await.unwrap().is_none(), "a second holder in the same process must be refused");
-    held.release().await;
-    let held_b = b.try_lock(&name).await.unwrap().expect("released: b takes it");
-    assert!(a.try_lock(&name).await.unwrap().is_none());
-    // A holder whose connection ends gives the lock up (the broker deletes exclusive queues).
-    std::mem::forget(held_b);
-    b.close().await;
-    let again = a.try_lock(&name).await.unwrap().expect("the closed connection's lock is free");
-    // Dropping an unreleased lock releases it in the background.
-    drop(again);
-    let mut got = None;
-    for _ in 0..50 {
-        if let Some(l) = b.try_lock(&name).await.unwrap() {
-            got = Some(l);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn atomic_publishes_arrive_together_and_concurrently() {
+    let bus = bus().await;
+    let (q1, q2) = (unique("atomic1"), unique("atomic2"));
+    bus.declare_queue(&temp_queue(&q1)).await.unwrap();
+    bus.declare_queue(&temp_queue(&q2)).await.unwrap();
+    // Concurrent transactions use channels of their own: none commits another's messages.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (bus, q1, q2) = (bus.clone(), q1.clone(), q2.clone());
+        tasks.push(tokio::spawn(async move {
+            let m = |tag: &str| Message::new(format!("{tag}{i}"), tag.as_bytes().to_vec());
+            bus.publish_atomic(vec![("".into(), q1, m("a")), ("".into(), q2, m("b"))]).await
+        }));
     }
-    got.expect("a dropped lock is released").release().await;
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(bus.depth(&q1).await.unwrap(), 8);
+    assert_eq!(bus.depth(&q2).await.unwrap(), 8);
+    let d = bus.get(&q2).await.unwrap().unwrap();
+    assert_eq!(d.message.body, b"b");
+    d.ack().await.unwrap();
 }

@@ -17,6 +17,7 @@ use protocol::{
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::SchedulerConfig;
+use crate::barrier::FeedBarrier;
 use crate::state::{Admit, JobTable};
 
 /// What admission did with a job.
@@ -38,12 +39,24 @@ pub struct Admission {
     table: JobTable,
     cfg: SchedulerConfig,
     declared: Mutex<HashSet<String>>,
+    barrier: Arc<FeedBarrier>,
 }
 
 impl Admission {
-    /// Admission over a bus and a job table.
-    pub fn new(bus: Arc<dyn Bus>, table: JobTable, cfg: SchedulerConfig) -> Self {
-        Admission { bus, table, cfg, declared: Mutex::new(HashSet::new()) }
+    /// Admission over a bus and a job table; `barrier` waits for this replica's event feed.
+    pub fn new(bus: Arc<dyn Bus>, table: JobTable, cfg: SchedulerConfig, barrier: Arc<FeedBarrier>) -> Self {
+        Admission { bus, table, cfg, declared: Mutex::new(HashSet::new()), barrier }
+    }
+
+    /// The job table admission records into.
+    pub fn table(&self) -> &JobTable {
+        &self.table
+    }
+
+    /// Waits until this replica has applied every event published before now (see
+    /// [`FeedBarrier`]); called before handling a redelivered submission or held job.
+    pub async fn catch_up(&self) -> Result<(), bus::BusError> {
+        self.barrier.sync().await
     }
 
     /// Admits one delivery from the submit queue and settles it; returns what admission did
@@ -54,6 +67,14 @@ impl Admission {
     }
 
     async fn admit_in(&self, delivery: Delivery) -> Option<Outcome> {
+        // A redelivered submission was in the hands of a replica that died or lost its
+        // connection: apply whatever it committed before deciding.
+        if delivery.redelivered
+            && let Err(e) = self.catch_up().await
+        {
+            settle(delivery, Err(e)).await;
+            return None;
+        }
         let ctx = ValidationContext { allow_local_media: self.cfg.allow_local_media };
         let outcome = match Job::from_json(&delivery.message.body, &ctx) {
             Ok(job) => self.route(job).await,
@@ -111,22 +132,37 @@ impl Admission {
             if held {
                 return Ok(Outcome::Held);
             }
+            // The held copy and its `queued` event go together, so a replica taking over sees it.
             let msg = Message::new(job_id.to_string(), job.to_json()).with_priority(job.priority());
-            self.bus.publish("", topology::HELD_QUEUE, msg).await?;
+            let ev = Event::now(
+                job_id.clone(),
+                tenant.clone(),
+                &self.cfg.id,
+                EventBody::State {
+                    state: JobState::Queued,
+                    detail: Some("held: tenant at its in-flight limit".into()),
+                },
+            );
+            self.bus
+                .publish_atomic(vec![(String::new(), topology::HELD_QUEUE.into(), msg), event_message(&ev)])
+                .await?;
             info!(%job_id, %tenant, "tenant at its in-flight limit; job held");
             return Ok(Outcome::Held);
         }
         let queue = self.task_queue(job).await?;
         let body = serde_json::to_vec(&Task::first(job.clone())).expect("tasks serialise");
-        self.bus.publish("", &queue, Message::new(job_id.to_string(), body).with_priority(job.priority())).await?;
-        info!(%job_id, %queue, priority = job.priority(), "dispatched");
+        let task = Message::new(job_id.to_string(), body).with_priority(job.priority());
         let ev = Event::now(
-            job_id,
+            job_id.clone(),
             tenant,
             &self.cfg.id,
-            EventBody::State { state: JobState::Dispatched, detail: Some(queue) },
+            EventBody::State { state: JobState::Dispatched, detail: Some(queue.clone()) },
         );
-        self.publish_event(&ev).await.map(|_| Outcome::Dispatched)
+        // The task and its `dispatched` event commit together: a replica that dies in between
+        // leaves both or neither, and its successor's catch-up sees the event.
+        self.bus.publish_atomic(vec![(String::new(), queue.clone(), task), event_message(&ev)]).await?;
+        info!(%job_id, %queue, priority = job.priority(), "dispatched");
+        Ok(Outcome::Dispatched)
     }
 
     async fn profile_known(&self, profile: &str) -> bool {
@@ -158,6 +194,12 @@ impl Admission {
         let body = serde_json::to_vec(ev).expect("events serialise");
         self.bus.publish(topology::EVENTS_EXCHANGE, &ev.routing_key(), Message::new(ev.job_id.to_string(), body)).await
     }
+}
+
+/// An event as an (exchange, routing key, message) for [`bus::Bus::publish_atomic`].
+fn event_message(ev: &Event) -> (String, String, Message) {
+    let body = serde_json::to_vec(ev).expect("events serialise");
+    (topology::EVENTS_EXCHANGE.into(), ev.routing_key(), Message::new(ev.job_id.to_string(), body))
 }
 
 /// Acks what was handled; requeues what the broker did not confirm, for another try.

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bus::Delivery;
-use protocol::{Job, TenantId};
-use tracing::warn;
+use protocol::{Job, JobState, TenantId};
+use tracing::{info, warn};
 
 use crate::admission::{Admission, Outcome, settle};
-use crate::state::JobTable;
+use crate::state::{Admit, JobTable};
 
 /// Held jobs by tenant, in arrival order.
 #[derive(Default)]
@@ -22,7 +22,9 @@ pub struct Holding {
 }
 
 impl Holding {
-    /// Takes a delivery from the held queue.
+    /// Takes a delivery from the held queue; drops it if its job was dispatched or ended
+    /// already (a copy redelivered from a replica that died after dispatching it: the caller
+    /// has this replica catch up with the event feed first, [`Admission::catch_up`]).
     pub async fn hold(&mut self, delivery: Delivery, table: &JobTable) {
         match Job::from_value(match serde_json::from_slice(&delivery.message.body) {
             Ok(v) => v,
@@ -33,8 +35,13 @@ impl Holding {
         }) {
             Ok(job) => {
                 // After a restart this replica may not know the job yet.
-                table.admit(job.job_id().clone(), job.tenant().clone(), Some(job.kind())).await;
-                self.by_tenant.entry(job.tenant().clone()).or_default().push_back((job, delivery));
+                match table.admit(job.job_id().clone(), job.tenant().clone(), Some(job.kind())).await {
+                    Admit::Duplicate(state) if state != JobState::Queued => {
+                        info!(job_id = %job.job_id(), state = state.as_str(), "held copy of a job already dispatched");
+                        settle(delivery, Ok(Outcome::Duplicate)).await;
+                    }
+                    _ => self.by_tenant.entry(job.tenant().clone()).or_default().push_back((job, delivery)),
+                }
             }
             Err(e) => {
                 warn!(error = %e, "invalid held job dropped");

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod barrier;
 pub mod fairness;
 pub mod metrics;
 pub mod state;
@@ -113,8 +114,12 @@ impl Scheduler {
         let mut beats = bus.consume(&beats_q, 64).await?;
         let mut submissions = bus.consume(topology::SUBMIT_QUEUE, self.cfg.prefetch).await?;
         let mut held_feed = bus.consume(topology::HELD_QUEUE, self.cfg.held_prefetch).await?;
-        let admission = Arc::new(Admission::new(self.bus.clone(), self.table.clone(), self.cfg.clone()));
+        let barrier = Arc::new(barrier::FeedBarrier::new(self.bus.clone(), events_q.clone()));
+        let admission =
+            Arc::new(Admission::new(self.bus.clone(), self.table.clone(), self.cfg.clone(), barrier.clone()));
         let mut holding = fairness::Holding::default();
+        // Redelivered held jobs, once this replica has caught up with its event feed.
+        let (caught_up, mut caught_up_rx) = tokio::sync::mpsc::unbounded_channel::<bus::Delivery>();
         let slots = Arc::new(Semaphore::new(usize::from(self.cfg.prefetch.max(1))));
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -143,6 +148,16 @@ impl Scheduler {
                     None => break,
                 },
                 d = held_feed.next() => match d {
+                    Some(Ok(d)) if d.redelivered => {
+                        // Catch up off the loop (the loop itself applies the events).
+                        let (admission, tx) = (admission.clone(), caught_up.clone());
+                        tokio::spawn(async move {
+                            match admission.catch_up().await {
+                                Ok(()) => drop(tx.send(d)),
+                                Err(e) => admission::settle(d, Err(e)).await,
+                            }
+                        });
+                    }
                     Some(Ok(d)) => {
                         holding.hold(d, &self.table).await;
                         holding.release(&admission).await;
@@ -150,7 +165,16 @@ impl Scheduler {
                     Some(Err(e)) => warn!(error = %e, "held consume failed"),
                     None => break,
                 },
+                Some(d) = caught_up_rx.recv() => {
+                    holding.hold(d, &self.table).await;
+                    holding.release(&admission).await;
+                }
                 d = events.next() => match d {
+                    Some(Ok(d)) if barrier::FeedBarrier::is_marker(&d.message) => {
+                        // Every event queued before the marker has been applied.
+                        barrier.reached(&d.message);
+                        let _ = d.ack().await;
+                    }
                     Some(Ok(d)) => {
                         let terminal = match serde_json::from_slice::<Event>(&d.message.body) {
                             Ok(ev) => {

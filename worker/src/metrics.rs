@@ -46,9 +46,6 @@ pub struct WorkerMetrics {
     pub dead_lettered: IntCounterVec,
     /// `reelforge_tasks_put_back_total{kind}`: tasks interrupted by shutdown and put back.
     pub put_back: IntCounterVec,
-    /// `reelforge_duplicate_tasks_total{kind}`: copies of a task dropped because the same job
-    /// was running elsewhere (a scheduler replica died between dispatching and recording it).
-    pub duplicates: IntCounterVec,
     /// `reelforge_tasks_in_flight`: tasks running now.
     pub in_flight: IntGauge,
     /// `reelforge_worker_capacity`: tasks this worker runs at once.
@@ -136,11 +133,6 @@ impl WorkerMetrics {
             "Tasks interrupted by shutdown and put back on their work queue unchanged.",
             &["kind"],
         )?;
-        let duplicates = counter(
-            "reelforge_duplicate_tasks_total",
-            "Copies of a task dropped because the same job was running elsewhere.",
-            &["kind"],
-        )?;
         let in_flight = IntGauge::new("reelforge_tasks_in_flight", "Tasks this worker is running now.")?;
         registry.register(Box::new(in_flight.clone()))?;
         let capacity = IntGauge::new("reelforge_worker_capacity", "Tasks this worker runs at once.")?;
@@ -176,7 +168,6 @@ impl WorkerMetrics {
             retries,
             dead_lettered,
             put_back,
-            duplicates,
             in_flight,
             capacity,
             batch_size,

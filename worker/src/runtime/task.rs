@@ -56,38 +56,11 @@ impl Worker {
         self.metrics.queue_wait.with_label_values(&[task.job.kind().as_str()]).observe(waited.as_secs_f64());
         let job = task.job.clone();
         let span = info_span!("task", job_id = %job.job_id(), tenant = %job.tenant(), kind = job.kind().as_str(), attempt = task.attempt);
-        async {
-            // One copy of a job runs at a time, fleet-wide: a second copy (a scheduler replica
-            // died between dispatching the task and recording it, so its successor dispatched
-            // again) finds the lock held and is dropped; the copy holding it runs, or comes back
-            // redelivered if its worker dies. result.json is checked under the lock, so a copy
-            // that gets the lock after the holder committed and released it finds the result.
-            let lock = match self.bus.try_lock(&topology::job_lock(job.job_id().as_str())).await {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    // The holder may be past its commit (it releases the lock after acking).
-                    if let Ok(Some(result)) = self.existing_result(&job).await {
-                        info!(redelivered, "result.json exists; not running again");
-                        return self.finish(result, acker).await;
-                    }
-                    info!(redelivered, "the job is running elsewhere; dropping this copy");
-                    self.metrics.duplicates.with_label_values(&[job.kind().as_str()]).inc();
-                    if let Err(e) = acker.ack().await {
-                        warn!("ack of a duplicate failed ({e})");
-                    }
-                    return;
-                }
-                Err(e) => return requeue(acker, &format!("taking the job's lock failed: {e}")).await,
-            };
-            self.run_locked(task, acker, redelivered, started).await;
-            lock.release().await;
-        }
-        .instrument(span)
-        .await
+        self.attempt(task, acker, redelivered, started).instrument(span).await
     }
 
-    /// [`Worker::handle`] once the job's lock is held.
-    async fn run_locked(&self, task: Task, acker: Box<dyn Acker>, redelivered: bool, started: Instant) {
+    /// [`Worker::handle`] once the task is parsed.
+    async fn attempt(&self, task: Task, acker: Box<dyn Acker>, redelivered: bool, started: Instant) {
         let job = task.job.clone();
         match self.existing_result(&job).await {
             Ok(Some(result)) => {
