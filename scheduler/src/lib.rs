@@ -1,10 +1,11 @@
 //! `scheduler` owns what happens to a job between submission and a worker: [`admission`]
 //! (validate, de-duplicate, expire, route), [`fairness`] (per-tenant in-flight limits over the
-//! held queue), [`state`] (every job's state, fed by events; live workers, fed by heartbeats)
-//! the HTTP [`api`] and the Prometheus [`metrics`]. [`Scheduler::run`] drives them over any [`bus::Bus`]. Replicas can run
-//! side by side: the submit queue has a single active consumer, and every replica follows all
-//! events on a private feed, so any replica answers status queries and a standby takes over
-//! admission when the active one goes.
+//! held queue), [`state`] (every job's state, fed by events; live workers, fed by heartbeats),
+//! [`barrier`] (a replica catching up with its event feed), the HTTP [`api`] and the Prometheus
+//! [`metrics`]. [`Scheduler::run`] drives them over any [`bus::Bus`]. Replicas can run side by
+//! side: the submit queue has a single active consumer, every replica follows all events on a
+//! private feed, so any replica answers status queries, and a standby takes over admission when
+//! the active one goes, catching up with what it committed before handling its redeliveries.
 
 pub mod admission;
 pub mod api;
