@@ -306,8 +306,8 @@ impl Bus for AmqpBus {
     }
 
     async fn publish_atomic(&self, messages: Vec<(String, String, Message)>) -> Result<(), BusError> {
-        let what = format!("atomic publish of {} messages", messages.len());
-        let lost = |e: lapin::Error| BusError::Disconnected(format!("{what}: {e}"));
+        let lost =
+            |e: lapin::Error| BusError::Disconnected(format!("atomic publish of {} messages: {e}", messages.len()));
         let link = self.link().await?;
         let pooled = {
             let mut pool = self.inner.tx_channels.lock().expect("tx channel pool");
@@ -322,16 +322,33 @@ impl Bus for AmqpBus {
                 ch
             }
         };
-        for (exchange, key, message) in &messages {
-            let opts = BasicPublishOptions::default();
-            ch.basic_publish(exchange.as_str().into(), key.as_str().into(), opts, &message.body, properties(message))
-                .await
-                .map_err(lost)?;
+        let committed = async {
+            for (exchange, key, message) in &messages {
+                let opts = BasicPublishOptions::default();
+                ch.basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    opts,
+                    &message.body,
+                    properties(message),
+                )
+                .await?;
+            }
+            // The broker answers commit-ok once the persistent messages are on disk.
+            ch.tx_commit().await
         }
-        // The broker answers commit-ok once the persistent messages are on disk.
-        ch.tx_commit().await.map_err(lost)?;
-        self.inner.tx_channels.lock().expect("tx channel pool").push((link.generation, ch));
-        Ok(())
+        .await;
+        match committed {
+            Ok(()) => {
+                self.inner.tx_channels.lock().expect("tx channel pool").push((link.generation, ch));
+                Ok(())
+            }
+            Err(e) => {
+                // Closing the channel discards whatever it had not committed.
+                let _ = ch.close(200, "transaction abandoned".into()).await;
+                Err(lost(e))
+            }
+        }
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BusError> {

@@ -44,17 +44,17 @@ impl CustomOp3 for GroupNormSilu {
         b: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let slice = |s: &CpuStorage, l: &Layout| -> Result<Vec<f32>> {
+        fn slice<'s>(s: &'s CpuStorage, l: &Layout) -> Result<&'s [f32]> {
             let (CpuStorage::F32(v), Some((from, to))) = (s, l.contiguous_offsets()) else {
                 candle_core::bail!("group-norm-silu takes contiguous f32 inputs");
             };
-            Ok(v[from..to].to_vec())
-        };
+            Ok(&v[from..to])
+        }
         let (x, a, b) = (slice(x, lx)?, slice(a, la)?, slice(b, lb)?);
         let dims = lx.shape().dims();
         let (bsz, c) = (dims[0], dims[1]);
         let hw: usize = dims[2..].iter().product();
-        Ok((CpuStorage::F32(forward(&x, &a, &b, bsz, c, hw, self.groups, self.eps)), lx.shape().clone()))
+        Ok((CpuStorage::F32(forward(x, a, b, bsz, c, hw, self.groups, self.eps)), lx.shape().clone()))
     }
 }
 

@@ -191,8 +191,8 @@ impl Admission {
     }
 
     async fn publish_event(&self, ev: &Event) -> Result<(), bus::BusError> {
-        let body = serde_json::to_vec(ev).expect("events serialise");
-        self.bus.publish(topology::EVENTS_EXCHANGE, &ev.routing_key(), Message::new(ev.job_id.to_string(), body)).await
+        let (exchange, key, message) = event_message(ev);
+        self.bus.publish(&exchange, &key, message).await
     }
 }
 

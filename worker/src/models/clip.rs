@@ -146,7 +146,7 @@ fn quick_gelu() -> String {
 pub enum ClipError {
     /// The batched forward failed ([`crate::batching`]).
     #[error("clip batch: {0}")]
-    Batch(String),
+    Batch(#[from] crate::batching::BatchError),
     /// A file of the checkpoint is missing or unreadable.
     #[error("{path}: {msg}")]
     File {
@@ -385,7 +385,7 @@ impl Clip {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch.max(1)) {
             let pixels = self.processor.batch(chunk, &self.device)?;
-            let features = batcher.run(vec![pixels]).map_err(|e| ClipError::Batch(e.to_string()))?;
+            let features = batcher.run(vec![pixels])?;
             out.extend(normalised_rows(&features)?);
         }
         Ok(out)

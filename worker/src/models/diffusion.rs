@@ -209,7 +209,7 @@ impl<'m> Diffusion<'m> {
         let tt = Tensor::from_vec(vec![t as f32], 1, &Device::Cpu)?;
         match self.batcher {
             None => self.model.forward(x, &tt, cond, None),
-            Some(b) => b.run(vec![x.clone(), tt, cond.clone()]).map_err(|e| McvdError::Batch(e.to_string())),
+            Some(b) => Ok(b.run(vec![x.clone(), tt, cond.clone()])?),
         }
     }
 

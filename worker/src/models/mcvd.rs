@@ -50,7 +50,7 @@ pub enum McvdError {
     },
     /// The batched forward failed ([`crate::batching`]).
     #[error("mcvd batch: {0}")]
-    Batch(String),
+    Batch(#[from] crate::batching::BatchError),
 }
 
 /// MCVD's configuration; field names follow mcvd-pytorch's YAML (`data.*`, `model.*`,

@@ -7,9 +7,8 @@
 
 use image::RgbImage;
 
-use super::dct::{self, BAND};
 use super::ecc;
-use super::embed::{CODED_BITS, MIN_SIDE};
+use super::embed::{self, CODED_BITS, MIN_SIDE};
 use super::pattern::{CANONICAL_SIZES, Pattern};
 use super::payload::{CRC_BITS, INFO_BITS, InfoWord, Payload, WatermarkKey};
 use super::plane::{Plane, Span, resample};
@@ -139,21 +138,8 @@ impl Detector {
 
 /// Adds chip × coefficient of every fully covered block to its coded bit.
 fn accumulate(canon: &Plane, covered: &[bool], pattern: &Pattern, soft: &mut [f32]) {
-    let (mut block, mut chips, mut out) = ([0f32; 64], [0f32; BAND.len()], [0f32; BAND.len()]);
     let w = canon.width;
-    for by in 0..pattern.blocks {
-        for bx in 0..pattern.blocks {
-            let corners = [(0, 0), (7, 0), (0, 7), (7, 7)];
-            if !corners.iter().all(|&(dx, dy)| covered[(by * 8 + dy) * w + bx * 8 + dx]) {
-                continue;
-            }
-            canon.block(bx, by, &mut block);
-            let slots = pattern.block_slots(bx, by);
-            chips.copy_from_slice(&pattern.chip[slots.clone()]);
-            dct::block_correlation(&block, &chips, &mut out);
-            for (i, s) in slots.enumerate() {
-                soft[pattern.bit[s] as usize] += out[i];
-            }
-        }
-    }
+    let corners = [(0, 0), (7, 0), (0, 7), (7, 7)];
+    let take = |bx: usize, by: usize| corners.iter().all(|&(dx, dy)| covered[(by * 8 + dy) * w + bx * 8 + dx]);
+    embed::accumulate(canon, pattern, take, soft);
 }

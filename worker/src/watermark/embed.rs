@@ -124,9 +124,19 @@ impl FrameFilter for Watermarker {
 /// Per coded bit: the sum over its slots of chip × coefficient.
 pub fn project(canon: &Plane, pattern: &Pattern) -> Vec<f32> {
     let mut proj = vec![0f32; pattern.count.len()];
+    accumulate(canon, pattern, |_, _| true, &mut proj);
+    proj
+}
+
+/// Adds chip × coefficient of every block that `take(bx, by)` accepts to its coded bit (the
+/// embedder projects every block; the detector only those its crop hypothesis covers).
+pub fn accumulate(canon: &Plane, pattern: &Pattern, take: impl Fn(usize, usize) -> bool, proj: &mut [f32]) {
     let (mut block, mut chips, mut out) = ([0f32; 64], [0f32; BAND.len()], [0f32; BAND.len()]);
     for by in 0..pattern.blocks {
         for bx in 0..pattern.blocks {
+            if !take(bx, by) {
+                continue;
+            }
             canon.block(bx, by, &mut block);
             let slots = pattern.block_slots(bx, by);
             chips.copy_from_slice(&pattern.chip[slots.clone()]);
@@ -136,7 +146,6 @@ pub fn project(canon: &Plane, pattern: &Pattern) -> Vec<f32> {
             }
         }
     }
-    proj
 }
 
 /// Per coded bit: the push per slot that brings `sign · proj / count` up to the margin, capped.
