@@ -3,18 +3,18 @@
 //! the safety filter withholds outputs so that nothing of them reaches the store, and stored
 //! outputs carry C2PA manifests that verify against the operator's CA.
 
+mod embedded_support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bus::memory::MemoryBus;
-use bus::{Bus, Consumer, Message, QueueSpec, topology};
+use bus::{Bus, Consumer, Message, topology};
 use protocol::{ErrorCode, Event, EventBody, JobResult, JobStatus, OutputKind};
-use scheduler::{Scheduler, SchedulerConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use worker::storage::local::LocalStore;
-use worker::{Worker, WorkerConfig};
+use worker::WorkerConfig;
 
 #[path = "../worker/tests/common/mod.rs"]
 mod common;
@@ -40,14 +40,6 @@ impl Harness {
             std::fs::write(&p, v.to_string()).unwrap();
             p
         });
-        let bus = Arc::new(MemoryBus::new());
-        topology::declare_core(bus.as_ref()).await.unwrap();
-        bus.declare_queue(&QueueSpec::durable("test.events")).await.unwrap();
-        bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
-        let events = bus.consume("test.events", 1000).await.unwrap();
-        let stop = CancellationToken::new();
-        let store = Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
-        let sched = Scheduler::new(bus.clone(), SchedulerConfig { allow_local_media: true, ..Default::default() });
         let cfg = WorkerConfig {
             id: "w1".into(),
             scratch_dir: dir.path().join("scratch"),
@@ -57,8 +49,7 @@ impl Harness {
             c2pa: c2pa.map(|(c, k)| (c, k, "es256".to_owned())),
             ..Default::default()
         };
-        tokio::spawn(sched.run(stop.clone()));
-        tokio::spawn(Worker::new(bus.clone(), store, cfg).run(stop.clone()));
+        let embedded_support::Embedded { bus, events, stop } = embedded_support::start(dir.path(), cfg).await;
         Harness { bus, dir, events, stop }
     }
 

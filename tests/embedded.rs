@@ -1,19 +1,19 @@
 //! The embedded mode end to end: scheduler and worker over the in-process bus and a local store,
 //! the same code paths as the fleet. (Fleet tests against RabbitMQ live beside this file.)
 
+mod embedded_support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bus::memory::MemoryBus;
-use bus::{Bus, Consumer, Message, QueueSpec, topology};
+use bus::{Bus, Consumer, Message, topology};
 use protocol::{ErrorCode, Event, EventBody, JobKind, JobResult, JobState, JobStatus, Task};
-use scheduler::{Scheduler, SchedulerConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use worker::storage::local::LocalStore;
-use worker::{Worker, WorkerConfig};
+use worker::WorkerConfig;
 
 struct Harness {
     bus: Arc<MemoryBus>,
@@ -29,14 +29,6 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let sample = dir.path().join("sample.mp4");
         worker::samples::write_sample_video(&sample, 4.0, 25, 160, 90, 2).unwrap();
-        let bus = Arc::new(MemoryBus::new());
-        topology::declare_core(bus.as_ref()).await.unwrap();
-        bus.declare_queue(&QueueSpec::durable("test.events")).await.unwrap();
-        bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
-        let events = bus.consume("test.events", 1000).await.unwrap();
-        let stop = CancellationToken::new();
-        let store = Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
-        let sched = Scheduler::new(bus.clone(), SchedulerConfig { allow_local_media: true, ..Default::default() });
         let cfg = WorkerConfig {
             id: "w1".into(),
             capacity: 2,
@@ -44,8 +36,7 @@ impl Harness {
             allow_local_media: true,
             ..Default::default()
         };
-        tokio::spawn(sched.run(stop.clone()));
-        tokio::spawn(Worker::new(bus.clone(), store, cfg).run(stop.clone()));
+        let embedded_support::Embedded { bus, events, stop } = embedded_support::start(dir.path(), cfg).await;
         Harness { bus, dir, events, stop, seen: Vec::new(), sample }
     }
 
