@@ -7,33 +7,18 @@
 //! `cargo run --profile dev -p reelforge-worker --example clip_bench -- [SECONDS] [RUNS]`
 //! (defaults 60 s, 3 runs; medians are reported).
 
+mod timing;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use timing::time;
 
 use candle_core::Device;
 use worker::media::{self, MediaLimits};
 use worker::models::clip::{self, Clip, ClipConfig};
 use worker::pipeline::edit::{ANALYSIS_FPS, FrameAnalysis};
 use worker::pipeline::{JobContext, NoProgress};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn time<F: FnMut()>(runs: usize, mut f: F) -> f64 {
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

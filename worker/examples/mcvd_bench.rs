@@ -5,7 +5,10 @@
 //! `cargo run [--release] -p reelforge-worker --example mcvd_bench -- [RUNS] [SMMNIST_BATCH]`
 //! (benches/RESULTS.md has the numbers and the exact command).
 
+mod timing;
+
 use std::time::Instant;
+use timing::median;
 
 use candle_core::{Device, Tensor};
 use protocol::SamplerKind;
@@ -13,11 +16,6 @@ use worker::models::diffusion::{Diffusion, Schedule, SeededNoise};
 use worker::models::mcvd::McvdConfig;
 use worker::training::McvdTrainer;
 use worker::training::data::{SyntheticShapes, TrainData};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

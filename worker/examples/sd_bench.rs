@@ -8,10 +8,13 @@
 //! cargo run --release -p reelforge-worker --example sd_bench -- [--config tiny|v2_1|both] [--runs N] [--size PX] [--breakdown]
 //! ```
 
+mod timing;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use timing::median;
 
 use candle_core::Device;
 use tracing::span;
@@ -62,11 +65,6 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timing {
             e.1 += 1;
         });
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn bench(

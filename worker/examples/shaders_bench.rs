@@ -5,6 +5,8 @@
 //!
 //! `cargo run --profile dev -p reelforge-worker --example shaders_bench -- [RUNS]` (default 10).
 
+mod timing;
+
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
@@ -15,22 +17,10 @@ use worker::models::upfirdn::{self, FIR_KERNEL, Resample, kernel_2d, upfirdn2d_r
 use worker::watermark::dct::{self, BAND};
 use worker::watermark::plane::Plane;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
+/// One warm-up call (pipelines compile, buffers allocate), then the median of `runs`.
 fn time<F: FnMut()>(runs: usize, mut f: F) -> f64 {
     f();
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    timing::time(runs, f)
 }
 
 fn row(op: &str, size: &str, bytes: usize, wgsl: f64, cpu: f64, cpu_name: &str) {
