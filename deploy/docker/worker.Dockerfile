@@ -5,14 +5,19 @@
 # `nvidia-smi` (NVIDIA_DRIVER_CAPABILITIES includes utility), which the GPU gauges read.
 # Build from the repository root:
 #   docker build -f deploy/docker/worker.Dockerfile -t reelforge-worker .
-# Add `--build-arg FEATURES=cuda` for the CUDA kernels once they land.
+# The image is the CUDA build (`--features cuda`: candle's CUDA backend and our NVRTC kernels,
+# candle's own kernels compiled for CUDA_COMPUTE_CAP); it needs the NVIDIA container runtime
+# (libcuda) to start, and `--device auto` then takes the GPU. `--build-arg FEATURES=` builds the
+# CPU-only binary instead.
 
-ARG CUDA_VERSION=12.6.3
+ARG CUDA_VERSION=13.0.0
 ARG UBUNTU=ubuntu24.04
 
 FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build
 ARG RUST_VERSION=1.95.0
-ARG FEATURES=""
+ARG FEATURES="cuda"
+ARG CUDA_COMPUTE_CAP=90
+ENV CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl clang libclang-dev pkg-config \
       libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev \

@@ -14,5 +14,7 @@ say "checking formatting"
 cargo fmt --all -- --check
 say "running the test suite (target dir: $CARGO_TARGET_DIR)"
 cargo test --locked --workspace --no-fail-fast
+say "compiling the CUDA kernels for sm_90 (nvcc and ptxas from PyPI; no GPU needed)"
+bash deploy/scripts/check-kernels.sh
 say "checking deploy/ and k8s/"
 bash deploy/scripts/check-deploy.sh

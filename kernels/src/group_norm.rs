@@ -56,6 +56,38 @@ impl CustomOp3 for GroupNormSilu {
         let hw: usize = dims[2..].iter().product();
         Ok((CpuStorage::F32(forward(x, a, b, bsz, c, hw, self.groups, self.eps)), lx.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        lx: &Layout,
+        a: &candle_core::CudaStorage,
+        la: &Layout,
+        b: &candle_core::CudaStorage,
+        lb: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{BLOCK, GROUP_NORM, function};
+        use candle_core::cuda_backend::WrapErr;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let dev = x.device().clone();
+        let (x, a, b) = (crate::cuda::view(x, lx)?, crate::cuda::view(a, la)?, crate::cuda::view(b, lb)?);
+        let dims = lx.shape().dims();
+        let (bsz, c) = (dims[0], dims[1]);
+        let hw: usize = dims[2..].iter().product();
+        let mut y = crate::cuda::output(&dev, x.len())?;
+        if !x.is_empty() {
+            let f = function(&dev, &GROUP_NORM, "group_norm_silu")?;
+            let (groups, channels, plane) =
+                (self.groups as i32, c as i32, i32::try_from(hw).map_err(candle_core::Error::wrap)?);
+            let blocks = u32::try_from(bsz * self.groups).map_err(candle_core::Error::wrap)?;
+            let mut l = f.builder();
+            l.arg(&x).arg(&a).arg(&b).arg(&mut y).arg(&groups).arg(&channels).arg(&plane).arg(&self.eps);
+            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+            unsafe { l.launch(cfg) }.w()?;
+        }
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(y, dev), lx.shape().clone()))
+    }
 }
 
 /// The reference loop: `x` `(B, C, HW)`, `a`, `b` `(B, C)`, all contiguous.

@@ -68,13 +68,31 @@ pub struct FramePreprocess<'a> {
     pub lut: &'a [f32],
 }
 
-/// `frames` packed RGB24 frames (`rgb`, row-major, `width·height·3` bytes each) to an
-/// `(frames, 3, crop_h, crop_w)` f32 tensor, flat.
-pub fn preprocess_frames(gpu: &Gpu, rgb: &[u8], frames: usize, p: &FramePreprocess<'_>) -> Result<Vec<f32>, GpuError> {
+/// The launch plan of one preprocess: 17 parameter words (the kernel's `Params`, the CUDA
+/// kernel's `Plan`, in the same order) and the filter table they index. The CUDA kernel in
+/// `kernels` takes the same plan, so both GPU paths share one packing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// total, width, height, resized w/h, crop w/h, left, top, taps h/v, then where each part
+    /// of `table` starts (starts, counts, weights; horizontal, then vertical).
+    pub params: [u32; 17],
+    /// Per axis: first input sample per output position, tap counts, weights padded to `taps`.
+    pub table: Vec<i32>,
+}
+
+impl Plan {
+    /// Output pixels (each writes its three channels).
+    pub fn total(&self) -> usize {
+        self.params[0] as usize
+    }
+}
+
+/// Checks `rgb` (`frames` packed RGB24 frames) against `p` and builds the launch plan.
+pub fn plan(rgb_len: usize, frames: usize, p: &FramePreprocess<'_>) -> Result<Plan, GpuError> {
     let shape = |message: String| GpuError::Shape { op: "preprocess_frames", message };
     let (w, h) = (p.width, p.height);
-    if rgb.len() != frames * w * h * 3 {
-        return Err(shape(format!("{} bytes, not {frames} frames of {w}×{h}×3", rgb.len())));
+    if rgb_len != frames * w * h * 3 {
+        return Err(shape(format!("{rgb_len} bytes, not {frames} frames of {w}×{h}×3")));
     }
     if !p.horizontal.fits(w) || !p.vertical.fits(h) {
         return Err(shape(format!("a filter reads outside the {w}×{h} frame")));
@@ -83,19 +101,7 @@ pub fn preprocess_frames(gpu: &Gpu, rgb: &[u8], frames: usize, p: &FramePreproce
         return Err(shape(format!("the value table has {} entries, not 768", p.lut.len())));
     }
     let (rw, rh) = (p.horizontal.len(), p.vertical.len());
-    // Output pixels; each writes its three channels.
     let total = frames * p.crop_w * p.crop_h;
-    if total == 0 {
-        return Ok(Vec::new());
-    }
-    let words: Vec<u32> = rgb
-        .chunks(4)
-        .map(|c| {
-            let mut b = [0u8; 4];
-            b[..c.len()].copy_from_slice(c);
-            u32::from_le_bytes(b)
-        })
-        .collect();
     let (taps_h, taps_v) = (p.horizontal.taps(), p.vertical.taps());
     let mut table: Vec<i32> = Vec::with_capacity(2 * (rw + rh) + rw * taps_h + rh * taps_v);
     let mut part = |f: &AxisFilter, taps: usize| {
@@ -133,9 +139,28 @@ pub fn preprocess_frames(gpu: &Gpu, rgb: &[u8], frames: usize, p: &FramePreproce
         count_v,
         weights_v,
     ];
+    Ok(Plan { params, table })
+}
+
+/// `frames` packed RGB24 frames (`rgb`, row-major, `width·height·3` bytes each) to an
+/// `(frames, 3, crop_h, crop_w)` f32 tensor, flat.
+pub fn preprocess_frames(gpu: &Gpu, rgb: &[u8], frames: usize, p: &FramePreprocess<'_>) -> Result<Vec<f32>, GpuError> {
+    let plan = plan(rgb.len(), frames, p)?;
+    let total = plan.total();
+    if total == 0 {
+        return Ok(Vec::new());
+    }
+    let words: Vec<u32> = rgb
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
+        .collect();
     let d = Dispatch {
-        params: &params,
-        inputs: &[Input::U32(&words), Input::I32(&table), Input::F32(p.lut)],
+        params: &plan.params,
+        inputs: &[Input::U32(&words), Input::I32(&plan.table), Input::F32(p.lut)],
         outputs: &[3 * total],
         workgroups: grid_1d(total),
     };

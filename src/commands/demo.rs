@@ -52,6 +52,10 @@ pub struct DemoArgs {
     /// a tiny one.
     #[arg(long)]
     mcvd: Option<PathBuf>,
+    /// Compute device for the models: `auto` (CUDA in the CUDA build when usable, else the CPU),
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    device: worker::DeviceChoice,
     /// Training steps of the demo's tiny MCVD (0: untrained, as `models init-tiny` writes).
     #[arg(long, default_value_t = DEMO_MCVD_STEPS)]
     mcvd_steps: usize,
@@ -125,6 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         mcvd: Some(mcvd),
         clip: Some(clip),
         sd: Some(sd),
+        device: args.device,
         ..Default::default()
     };
     let worker = Worker::new(bus.clone(), store, wcfg);

@@ -113,6 +113,10 @@ pub struct WorkerArgs {
     /// Accept `file:///` media (single-machine setups and tests; never for shared fleets).
     #[arg(long, env = "REELFORGE_ALLOW_LOCAL_MEDIA")]
     allow_local_media: bool,
+    /// Compute device: `auto` (the first CUDA GPU in the CUDA build when usable, else the CPU),
+    /// `cpu`, `cuda` or `cuda:N`. The choice is logged at start.
+    #[arg(long, env = "REELFORGE_DEVICE", default_value = "auto")]
+    device: worker::DeviceChoice,
     /// An MCVD checkpoint directory (`config.json` + `model.safetensors`) for the creator.
     #[arg(long, env = "REELFORGE_MCVD")]
     mcvd: Option<PathBuf>,
@@ -269,6 +273,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         exit_when_idle: args.exit_when_idle_s.map(Duration::from_secs),
         noop_pipeline: args.noop_pipeline,
         mcvd: args.mcvd,
+        device: args.device,
         batch: worker::batching::BatchOptions {
             max_rows: args.batch_max_rows.max(1),
             window: Duration::from_millis(args.batch_window_ms),

@@ -20,4 +20,5 @@ pub mod storage;
 pub mod training;
 pub mod watermark;
 
+pub use kernels::DeviceChoice;
 pub use runtime::{Worker, WorkerConfig};

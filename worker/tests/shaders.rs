@@ -271,27 +271,6 @@ fn dct_embed_adds_block_delta() {
 /// The preprocess is integer arithmetic and a table lookup: exactly the CPU's.
 const PREPROCESS_BOUND: f64 = 0.0;
 
-/// The WGSL preprocess's tables from the worker's reference code: Pillow's filters when an axis
-/// is resized (the CPU skips an axis that keeps its size; the identity filter does the same).
-fn preprocess_tables(
-    cfg: &worker::models::preprocess::ImageProcessorConfig,
-    w: u32,
-    h: u32,
-) -> (shaders::AxisFilter, shaders::AxisFilter, Vec<f32>) {
-    use worker::models::preprocess::Kernels;
-    let (rw, rh) = cfg.resized_size(w, h);
-    let axis = |from: u32, to: u32| {
-        if from == to {
-            shaders::AxisFilter::identity(to as usize)
-        } else {
-            let k = Kernels::new(from, to);
-            shaders::AxisFilter { starts: k.starts, weights: k.weights }
-        }
-    };
-    let lut = (0..3).flat_map(|c| (0..=255u8).map(move |v| cfg.channel_value(c, v))).collect();
-    (axis(w, rw), axis(h, rh), lut)
-}
-
 #[test]
 fn preprocess_frames_matches_the_image_processor_exactly() {
     use worker::models::preprocess::ImageProcessorConfig;
@@ -338,7 +317,7 @@ fn preprocess_frames_matches_the_image_processor_exactly() {
             })
             .collect();
         let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();
-        let (horizontal, vertical, lut) = preprocess_tables(&cfg, w, h);
+        let (horizontal, vertical, lut) = worker::models::preprocess::gpu_tables(&cfg, w, h);
         let (crop_h, crop_w) = cfg.crop();
         let p = shaders::FramePreprocess {
             width: w as usize,

@@ -134,24 +134,15 @@ impl Schedule {
         x0.broadcast_mul(&a)? + noise.broadcast_mul(&s)?
     }
 
-    /// x₀ predicted from x_t and ε, clipped to [-1, 1].
-    fn predict_x0(&self, x: &Tensor, eps: &Tensor, t: usize) -> candle_core::Result<Tensor> {
-        let a = self.alphas_cumprod[t];
-        ((x - (eps * (1.0 - a).sqrt())?)? / a.sqrt())?.clamp(-1f32, 1f32)
-    }
-
-    /// DDIM (η = 0) from step `t` to `t_prev` (`None`: to x₀).
+    /// DDIM (η = 0) from step `t` to `t_prev` (`None`: to x₀), with ε recomputed from the
+    /// clipped x₀: one fused pass ([`kernels::ddim_step`], on the CPU or CUDA).
     pub fn ddim_step(&self, x: &Tensor, eps: &Tensor, t: usize, t_prev: Option<usize>) -> candle_core::Result<Tensor> {
-        let a = self.alphas_cumprod[t];
-        let a_prev = self.alpha_bar(t_prev);
-        let x0 = self.predict_x0(x, eps, t)?;
-        // ε consistent with the clipped x₀.
-        let eps = ((x - (&x0 * a.sqrt())?)? / (1.0 - a).sqrt())?;
-        (x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?
+        kernels::ddim_step(x, eps, self.alphas_cumprod[t], t_prev.map(|t| self.alphas_cumprod[t]))
     }
 
     /// Ancestral DDPM from step `t` to `t_prev` on a subsampled schedule (β of the jump
-    /// 1 − ᾱ_t/ᾱ_prev); `noise` is used unless this is the last step.
+    /// 1 − ᾱ_t/ᾱ_prev); `noise` is used unless this is the last step. One fused pass
+    /// ([`kernels::ddpm_step`], on the CPU or CUDA).
     pub fn ddpm_step(
         &self,
         x: &Tensor,
@@ -160,19 +151,7 @@ impl Schedule {
         t_prev: Option<usize>,
         noise: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let a = self.alphas_cumprod[t];
-        let a_prev = self.alpha_bar(t_prev);
-        let beta = 1.0 - a / a_prev;
-        let x0 = self.predict_x0(x, eps, t)?;
-        let mean =
-            ((x0 * (a_prev.sqrt() * beta / (1.0 - a)))? + (x * ((1.0 - beta).sqrt() * (1.0 - a_prev) / (1.0 - a)))?)?;
-        match t_prev {
-            Some(_) => {
-                let var = beta * (1.0 - a_prev) / (1.0 - a);
-                mean + (noise * var.sqrt())?
-            }
-            None => Ok(mean),
-        }
+        kernels::ddpm_step(x, eps, Some(noise), self.alphas_cumprod[t], t_prev.map(|t| self.alphas_cumprod[t]))
     }
 }
 
@@ -206,7 +185,7 @@ impl<'m> Diffusion<'m> {
 
     /// Predicted noise for `x` at step `t`.
     fn eps(&self, x: &Tensor, t: usize, cond: &Tensor) -> Result<Tensor, McvdError> {
-        let tt = Tensor::from_vec(vec![t as f32], 1, &Device::Cpu)?;
+        let tt = Tensor::from_vec(vec![t as f32], 1, self.model.device())?;
         match self.batcher {
             None => self.model.forward(x, &tt, cond, None),
             Some(b) => Ok(b.run(vec![x.clone(), tt, cond.clone()])?),
@@ -223,7 +202,8 @@ impl<'m> Diffusion<'m> {
     pub fn conditioning(&self, past: Option<&[Tensor]>, future: Option<&[Tensor]>) -> candle_core::Result<Tensor> {
         let cfg = self.cfg();
         let s = cfg.image_size;
-        let zeros = |n: usize| Tensor::zeros((1, n * cfg.channels, s, s), DType::F32, &Device::Cpu);
+        let dev = self.model.device();
+        let zeros = |n: usize| Tensor::zeros((1, n * cfg.channels, s, s), DType::F32, dev);
         let block =
             |frames: Option<&[Tensor]>, n: usize, from_end: bool| match frames.filter(|f| !f.is_empty() && n > 0) {
                 None => zeros(n),
@@ -231,9 +211,9 @@ impl<'m> Diffusion<'m> {
                     let picked: Vec<Tensor> = (0..n)
                         .map(|i| {
                             let idx = if from_end { (f.len() + i).saturating_sub(n) } else { i.min(f.len() - 1) };
-                            f[idx].clone()
+                            f[idx].to_device(dev)
                         })
-                        .collect();
+                        .collect::<candle_core::Result<_>>()?;
                     Tensor::cat(&picked, 0)?.unsqueeze(0)
                 }
             };
@@ -253,14 +233,17 @@ impl<'m> Diffusion<'m> {
         let cfg = self.cfg();
         let s = cfg.image_size;
         let shape = [1, cfg.x_channels(), s, s];
+        let dev = self.model.device();
+        // Noise is drawn on the CPU (seeded, the same on every device) and moved.
+        let normal = |rng: &mut SeededNoise| rng.normal_tensor(&shape)?.to_device(dev);
         let big_t = self.schedule.len();
         let (mut x, timesteps) = match start {
-            None => (rng.normal_tensor(&shape)?, Schedule::timesteps(big_t - 1, self.steps)),
+            None => (normal(rng)?, Schedule::timesteps(big_t - 1, self.steps)),
             Some((x0, strength)) => {
                 let t_start = ((strength.clamp(0.0, 1.0) * big_t as f64) as usize).clamp(1, big_t) - 1;
                 let n = ((self.steps as f64 * strength).ceil() as usize).max(1);
-                let noise = rng.normal_tensor(&shape)?;
-                (self.schedule.q_sample(x0, &noise, &[t_start])?, Schedule::timesteps(t_start, n))
+                let noise = normal(rng)?;
+                (self.schedule.q_sample(&x0.to_device(dev)?, &noise, &[t_start])?, Schedule::timesteps(t_start, n))
             }
         };
         for (i, &t) in timesteps.iter().enumerate() {
@@ -269,7 +252,7 @@ impl<'m> Diffusion<'m> {
             x = match self.sampler {
                 SamplerKind::Ddim => self.schedule.ddim_step(&x, &eps, t, t_prev)?,
                 SamplerKind::Ddpm => {
-                    let z = rng.normal_tensor(&shape)?;
+                    let z = normal(rng)?;
                     self.schedule.ddpm_step(&x, &eps, t, t_prev, &z)?
                 }
             };

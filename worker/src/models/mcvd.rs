@@ -496,6 +496,8 @@ pub struct Mcvd {
     up: Vec<(Layer, bool)>,
     norm_out: ActNorm,
     conv_out: Conv,
+    /// Where the weights live (inputs are moved here).
+    device: Device,
 }
 
 impl Mcvd {
@@ -570,7 +572,18 @@ impl Mcvd {
         debug_assert!(hs_c.is_empty());
         let norm_out = ActNorm::new(vb.pp("norm_out"), in_ch, None)?;
         let conv_out = conv(vb.pp("conv_out"), in_ch, cfg.x_channels(), 3)?;
-        Ok(Mcvd { cfg: cfg.clone(), temb_0, temb_1, conv_in, down, mid, up, norm_out, conv_out })
+        Ok(Mcvd {
+            cfg: cfg.clone(),
+            temb_0,
+            temb_1,
+            conv_in,
+            down,
+            mid,
+            up,
+            norm_out,
+            conv_out,
+            device: vb.device().clone(),
+        })
     }
 
     /// The configuration the network was built with.
@@ -632,6 +645,11 @@ impl Mcvd {
 
     /// Loads `config.json` and `model.safetensors` from a checkpoint directory (CPU, f32).
     pub fn load(dir: &Path) -> Result<Self, McvdError> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// [`Mcvd::load`] onto `device` (f32).
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self, McvdError> {
         let cfg = McvdConfig::load(dir)?;
         let path = dir.join(WEIGHTS_FILE);
         if !path.is_file() {
@@ -640,14 +658,20 @@ impl Mcvd {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no weights"),
             });
         }
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+        let tensors = candle_core::safetensors::load(&path, device)?;
         Self::from_tensors(tensors, &cfg)
     }
 
-    /// Builds the network from named tensors.
+    /// Builds the network from named tensors, on their device.
     pub fn from_tensors(tensors: HashMap<String, Tensor>, cfg: &McvdConfig) -> Result<Self, McvdError> {
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let device = tensors.values().next().map_or(Device::Cpu, |t| t.device().clone());
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         Self::new(vb, cfg)
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 }
 

@@ -306,6 +306,23 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
+/// The GPU preprocess's tables for `w`×`h` frames under `cfg` (the WGSL and CUDA kernels take
+/// the same): Pillow's filters where an axis is resized (the identity where it keeps its size,
+/// as the CPU skips it), and the per-channel value of each byte.
+pub fn gpu_tables(cfg: &ImageProcessorConfig, w: u32, h: u32) -> (shaders::AxisFilter, shaders::AxisFilter, Vec<f32>) {
+    let (rw, rh) = cfg.resized_size(w, h);
+    let axis = |from: u32, to: u32| {
+        if from == to {
+            shaders::AxisFilter::identity(to as usize)
+        } else {
+            let k = Kernels::new(from, to);
+            shaders::AxisFilter { starts: k.starts, weights: k.weights }
+        }
+    };
+    let lut = (0..3).flat_map(|c| (0..=255u8).map(move |v| cfg.channel_value(c, v))).collect();
+    (axis(w, rw), axis(h, rh), lut)
+}
+
 /// Per output position: the first input index and the fixed-point weights (Pillow's
 /// `precompute_coeffs` + `normalize_coeffs_8bpc`). Public so that the WGSL preprocess can be
 /// given the very same tables.

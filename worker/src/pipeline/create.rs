@@ -218,7 +218,12 @@ impl VideoWriter {
 impl CreatePipeline {
     /// The pipeline with the MCVD checkpoint in `dir` (`config.json` + `model.safetensors`).
     pub fn with_mcvd(dir: &Path) -> Result<Self, McvdError> {
-        Ok(CreatePipeline { mcvd: Some(Arc::new(Mcvd::load(dir)?)), ..Default::default() })
+        Self::with_mcvd_on(dir, &candle_core::Device::Cpu)
+    }
+
+    /// [`CreatePipeline::with_mcvd`] with the model on `device`.
+    pub fn with_mcvd_on(dir: &Path, device: &candle_core::Device) -> Result<Self, McvdError> {
+        Ok(CreatePipeline { mcvd: Some(Arc::new(Mcvd::load_on(dir, device)?)), ..Default::default() })
     }
 
     /// Runs the job; `cond_src` is the fetched conditioning video, if the job has one.

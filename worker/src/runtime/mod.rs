@@ -60,8 +60,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Stop once nothing has arrived and nothing has run for this long.
     pub exit_when_idle: Option<Duration>,
-    /// The compute device, as reported in heartbeats.
-    pub device: String,
+    /// The compute device asked for (`auto`: CUDA when built with it and usable, else the CPU);
+    /// the one chosen is logged at start and reported in heartbeats.
+    pub device: kernels::DeviceChoice,
     /// Skip fetching and pipelines and commit an empty success: measures the fleet itself
     /// (dispatch benchmarks), never for real work.
     pub noop_pipeline: bool,
@@ -101,7 +102,7 @@ impl Default for WorkerConfig {
             heartbeat_interval: Duration::from_secs(5),
             grace: Duration::from_secs(30),
             exit_when_idle: None,
-            device: "cpu".into(),
+            device: kernels::DeviceChoice::Auto,
             noop_pipeline: false,
             mcvd: None,
             batch: BatchOptions::default(),
@@ -124,6 +125,9 @@ pub enum WorkerError {
     /// The broker failed.
     #[error(transparent)]
     Bus(#[from] bus::BusError),
+    /// The compute device asked for cannot be used.
+    #[error(transparent)]
+    Device(#[from] kernels::DeviceError),
     /// A configured model could not be loaded.
     #[error(transparent)]
     Model(#[from] crate::models::mcvd::McvdError),
@@ -227,10 +231,12 @@ impl Worker {
     /// Declares its queues and consumes until `shutdown` is cancelled (or it has been idle for
     /// `exit_when_idle`); then drains as described in the module docs.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let compute = kernels::select(self.cfg.device)?;
+        info!(device = %compute.label, detail = %compute.detail, "compute device");
         let mut models = vec!["baseline".to_owned()];
         if let Some(dir) = &self.cfg.mcvd {
             let encode = self.create.encode.clone();
-            self.create = CreatePipeline::with_mcvd(dir)?;
+            self.create = CreatePipeline::with_mcvd_on(dir, &compute.device)?;
             self.create.encode = encode;
             if let Some(model) = &self.create.mcvd {
                 let metrics = self.metrics.clone();
@@ -244,7 +250,7 @@ impl Worker {
         }
         if let Some(dir) = &self.cfg.clip {
             let t = Instant::now();
-            let clip = crate::models::clip::Clip::load(dir, &candle_core::Device::Cpu)
+            let clip = crate::models::clip::Clip::load(dir, &compute.device)
                 .map_err(|source| WorkerError::Clip { dir: dir.clone(), source })?;
             self.metrics.model_load.with_label_values(&["clip"]).observe(t.elapsed().as_secs_f64());
             info!(model = %dir.display(), dim = clip.dim(), "editor: CLIP loaded");
@@ -331,7 +337,7 @@ impl Worker {
             profiles: self.cfg.profiles.clone(),
             models,
             capacity: u32::try_from(self.cfg.capacity).unwrap_or(u32::MAX),
-            device: self.cfg.device.clone(),
+            device: compute.describe(),
             started_at: Utc::now(),
         };
         let beating = tokio::spawn(control::heartbeats(
