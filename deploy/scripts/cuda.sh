@@ -2,8 +2,9 @@
 # build and the kernel compile check. No GPU is needed for either. Sourced, not run; needs lib.sh.
 #
 #   ensure_cuda_compiler  nvcc, ptxas, cicc and the runtime headers (about 100 MB of wheels)
-#   ensure_cuda_toolkit   that, plus NVRTC, cuBLAS, cuRAND and the link-time stub of libcuda
-#                         (the driver library: the real one is on the GPU machine)
+#   ensure_cuda_toolkit   that, plus CCCL (headers candle's kernels include), NVRTC, cuBLAS, cuRAND
+#                         and the link-time stub of libcuda (the driver library: the real one is
+#                         on the GPU machine)
 #
 # Everything lands in $CUDA_CACHE (default ~/.cache/reelforge/cuda) and is downloaded once.
 
@@ -45,12 +46,13 @@ ensure_cuda_compiler() {
 
 ensure_cuda_toolkit() {
   ensure_cuda_compiler
-  _cuda_wheels nvidia-cuda-nvrtc nvidia-cublas nvidia-curand
+  _cuda_wheels nvidia-cuda-cccl nvidia-cuda-nvrtc nvidia-cublas nvidia-curand
   # The linker looks for unversioned names; the binary records the versioned sonames, which the
   # GPU machine's own CUDA libraries carry.
   local lib="$CUDA_ROOT/lib"
   for so in libcudart.so.13 libnvrtc.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10; do
-    ln -sf "$so" "$lib/${so%%.so.*}.so"
+    # (Only when missing: a new link would make cargo rebuild cudarc and all that depends on it.)
+    [ -e "$lib/${so%%.so.*}.so" ] || ln -s "$so" "$lib/${so%%.so.*}.so"
   done
   # libcuda comes with the driver, not the toolkit: link against a stub with its soname whose
   # symbols are the driver functions cudarc declares (as the toolkit's own stubs/libcuda.so).

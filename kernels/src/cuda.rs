@@ -8,11 +8,12 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use candle_core::cuda_backend::cudarc::driver::CudaFunction;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, sys::CUdevice_attribute,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
-use candle_core::cuda_backend::{CudaDevice, CudaFunc, WrapErr};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{Result, bail};
 
 /// One `.cu` source: a module of kernels.
@@ -71,10 +72,10 @@ fn ptx(src: &Source, arch: &'static str) -> Result<String> {
 }
 
 /// Kernel `name` of `src` on `dev`, compiled and loaded on first use.
-pub fn function(dev: &CudaDevice, src: &Source, name: &str) -> Result<CudaFunc> {
+pub fn function(dev: &CudaDevice, src: &Source, name: &str) -> Result<CudaFunction> {
     let arch = arch(dev)?;
     let ptx = ptx(src, arch)?;
-    dev.get_or_load_custom_func(name, src.module, &ptx)
+    Ok(dev.get_or_load_custom_func(name, src.module, &ptx)?.into_cuda_function())
 }
 
 /// Compiles and loads every source on `dev` (so that run-time compilation stays out of timings
@@ -182,7 +183,8 @@ pub fn dct_correlate(
     }
     let f = function(dev, &WATERMARK, "dct_correlate")?;
     let (w, bx, by) = (int("width", width)?, int("blocks", bx)?, int("blocks", by)?);
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     b.arg(plane).arg(chips).arg(basis).arg(&mut out).arg(&w).arg(&bx).arg(&by);
     unsafe { b.launch(grid(chips.len(), None)) }.w()?;
     Ok(out)
@@ -212,7 +214,8 @@ pub fn dct_embed(
     }
     let f = function(dev, &WATERMARK, "dct_embed")?;
     let (w, h, bx, by) = (int("width", width)?, int("height", height)?, int("blocks", bx)?, int("blocks", by)?);
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     b.arg(plane).arg(amplitudes).arg(basis).arg(&mut out).arg(&w).arg(&h).arg(&bx).arg(&by);
     unsafe { b.launch(grid(plane.len(), None)) }.w()?;
     Ok(out)
@@ -243,7 +246,8 @@ pub fn preprocess_frames(
         return Ok(out);
     }
     let f = function(dev, &PREPROCESS, "preprocess_frames")?;
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     b.arg(rgb).arg(table).arg(lut).arg(&mut out).arg(&plan);
     unsafe { b.launch(grid(total, None)) }.w()?;
     Ok(out)
@@ -279,7 +283,8 @@ pub fn elementwise<P: DeviceRepr>(
     }
     let f = function(dev, &SAMPLER, name)?;
     let (len, vec) = (n as i64, i32::from(vec));
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     for v in inputs {
         b.arg(*v);
     }

@@ -70,7 +70,7 @@ impl CustomOp3 for GroupNormSilu {
         use crate::cuda::{BLOCK, GROUP_NORM, function};
         use candle_core::cuda_backend::WrapErr;
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let dev = x.device().clone();
+        let dev = x.device.clone();
         let (x, a, b) = (crate::cuda::view(x, lx)?, crate::cuda::view(a, la)?, crate::cuda::view(b, lb)?);
         let dims = lx.shape().dims();
         let (bsz, c) = (dims[0], dims[1]);
@@ -81,7 +81,8 @@ impl CustomOp3 for GroupNormSilu {
             let (groups, channels, plane) =
                 (self.groups as i32, c as i32, i32::try_from(hw).map_err(candle_core::Error::wrap)?);
             let blocks = u32::try_from(bsz * self.groups).map_err(candle_core::Error::wrap)?;
-            let mut l = f.builder();
+            let stream = dev.cuda_stream();
+            let mut l = stream.launch_builder(&f);
             l.arg(&x).arg(&a).arg(&b).arg(&mut y).arg(&groups).arg(&channels).arg(&plane).arg(&self.eps);
             let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
             unsafe { l.launch(cfg) }.w()?;

@@ -122,7 +122,7 @@ impl CustomOp2 for DdimStep {
             sa_prev: self.sa_prev,
             s1_prev: self.s1_prev,
         };
-        let dev = x.device().clone();
+        let dev = x.device.clone();
         let vec = crate::cuda::vectorisable(&[lx, le]);
         let (x, e) = (crate::cuda::view(x, lx)?, crate::cuda::view(e, le)?);
         let out = crate::cuda::elementwise(&dev, "ddim_step", &[&x, &e], vec, &p)?;
@@ -189,7 +189,7 @@ impl CustomOp3 for DdpmStep {
             sigma: self.sigma,
             noisy: i32::from(self.noisy),
         };
-        let dev = x.device().clone();
+        let dev = x.device.clone();
         let vec = crate::cuda::vectorisable(&[lx, le, lz]);
         let (x, e, z) = (crate::cuda::view(x, lx)?, crate::cuda::view(e, le)?, crate::cuda::view(z, lz)?);
         let out = crate::cuda::elementwise(&dev, "ddpm_step", &[&x, &e, &z], vec, &p)?;

@@ -126,7 +126,7 @@ impl CustomOp2 for Upfirdn {
         use crate::cuda::{STRIDE_GRID_CAP, UPFIRDN, function, grid, view};
         use candle_core::cuda_backend::WrapErr;
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-        let dev = x.device().clone();
+        let dev = x.device.clone();
         let (planes, h, w, ho, wo, b) = self.out_shape(lx)?;
         let (xv, kv) = (view(x, lx)?, view(k, lk)?);
         let total = planes * ho * wo;
@@ -136,7 +136,8 @@ impl CustomOp2 for Upfirdn {
             let i = |v: usize| i32::try_from(v).map_err(candle_core::Error::wrap);
             let (h, w, ho_, wo_, taps) = (i(h)?, i(w)?, i(ho)?, i(wo)?, i(self.taps)?);
             let (up, down, pad0, total_) = (i(self.r.up)?, i(self.r.down)?, i(self.r.pad0)?, total as i64);
-            let mut l = f.builder();
+            let stream = dev.cuda_stream();
+            let mut l = stream.launch_builder(&f);
             l.arg(&xv).arg(&kv).arg(&mut out).arg(&total_).arg(&h).arg(&w).arg(&ho_).arg(&wo_);
             l.arg(&taps).arg(&up).arg(&down).arg(&pad0);
             let mut cfg = grid(total, Some(STRIDE_GRID_CAP));
