@@ -68,5 +68,7 @@ ensure_cuda_toolkit() {
       >"$lib/stubs/libcuda.c"
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/stubs/libcuda.so" "$lib/stubs/libcuda.c"
   fi
+  # Under its soname too, for programs here that link libcuda but never call it (nvrtc-check.sh).
+  [ -e "$lib/stubs/libcuda.so.1" ] || ln -s libcuda.so "$lib/stubs/libcuda.so.1"
   export CUDA_HOME="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT"
 }

@@ -37,6 +37,9 @@ pub const WATERMARK: Source = Source { module: "reelforge_watermark", code: incl
 /// The fused frame preprocess.
 pub const PREPROCESS: Source = Source { module: "reelforge_preprocess", code: include_str!("../cuda/preprocess.cu") };
 
+/// Every source.
+pub const ALL: [Source; 5] = [GROUP_NORM, SAMPLER, UPFIRDN, WATERMARK, PREPROCESS];
+
 /// Threads per block of the one-dimensional launches.
 pub const BLOCK: u32 = 256;
 
@@ -51,8 +54,9 @@ fn arch(dev: &CudaDevice) -> Result<&'static str> {
     Ok(*arches.entry((major, minor)).or_insert_with(|| Box::leak(format!("compute_{major}{minor}").into_boxed_str())))
 }
 
-/// PTX for `src` on `arch`, compiled by NVRTC on first use and kept for the process.
-fn ptx(src: &Source, arch: &'static str) -> Result<String> {
+/// PTX for `src` on `arch` (`compute_90`…), compiled by NVRTC on first use and kept for the
+/// process. Needs NVRTC only, no driver or device (`nvrtc_check` runs it on a CPU machine).
+pub fn ptx(src: &Source, arch: &'static str) -> Result<String> {
     static CACHE: OnceLock<Mutex<HashMap<(&'static str, &'static str), String>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().expect("ptx cache poisoned");
     if let Some(p) = cache.get(&(src.module, arch)) {
