@@ -175,6 +175,9 @@ fn main() -> Res<()> {
         let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();
         let got = preprocess_on_gpu(&cuda, &cfg, &images)?;
         checks.check(&format!("preprocess_frames {frames}× {w}×{h}"), &got, &want, 0.0);
+        // The same through the CLIP processor's batch on the device (what the editor runs).
+        let got = flat(&cfg.batch(&images, &gpu)?)?;
+        checks.check(&format!("ImageProcessorConfig::batch on cuda {frames}× {w}×{h}"), &got, &want, 0.0);
     }
     kernels::cuda::set_poison(false);
 
@@ -283,6 +286,20 @@ fn main() -> Res<()> {
         cpu / g
     );
     checks.failed += usize::from(e > 1e-3);
+    // Whole frames through the processor and the tower on each device (the editor's path).
+    let frames = sample_frames(&mut rng, 640, 360, batch);
+    let want: Vec<f32> = on_cpu.embed_images(&frames)?.concat();
+    let got: Vec<f32> = on_gpu.embed_images(&frames)?.concat();
+    let e = rel_err(&got, &want);
+    checks.failed += usize::from(e > 1e-3);
+    let g = cpu_ms(reps.min(10), || Ok(drop(on_gpu.embed_images(&frames)?)))?;
+    let cpu = cpu_ms(3, || Ok(drop(on_cpu.embed_images(&frames)?)))?;
+    println!(
+        "| CLIP ViT-B/32 embed_images (640×360 frames: preprocess + tower), batch {batch} (images/s, host clock) | {:.0} | {:.1} | {:.0}× | {e:.1e} |",
+        batch as f64 / (g * 1e-3),
+        batch as f64 / (cpu * 1e-3),
+        cpu / g
+    );
     let mcfg = if quick { McvdConfig::tiny() } else { McvdConfig::smmnist() };
     let (varmap, model_cpu) = worker::models::mcvd::init_model(&mcfg, 0)?;
     let tensors = varmap_tensors(&varmap)?
