@@ -353,6 +353,23 @@ fn main() -> Res<()> {
     checks.failed += usize::from(e > 1e-2);
     println!("| MCVD DDIM block, {steps} steps (ms, host clock) | {g:.0} | {cpu:.0} | {:.0}× | {e:.1e} |", cpu / g);
 
+    // Stable Diffusion (the tiny test model: the device threading, not the speed) from one seed.
+    let dir = tmp.path().join("sd");
+    worker::models::sd::write_tiny(&dir, 5)?;
+    let req = worker::models::sd::SdRequest {
+        prompt: "a red square".into(),
+        steps: 4,
+        guidance_scale: 3.0,
+        seed: 11,
+        ..Default::default()
+    };
+    let image = |device: &Device| -> Res<Vec<f32>> {
+        let sd = worker::models::sd::StableDiffusion::load_on(&dir, device)?;
+        Ok(sd.generate(&req, None, &mut |_, _| true)?.as_raw().iter().map(|&v| f32::from(v)).collect())
+    };
+    let (want, got) = (image(&Device::Cpu)?, image(&gpu)?);
+    checks.check("Stable Diffusion (tiny) image, GPU vs CPU", &got, &want, 2e-2);
+
     println!("\n{} check(s) failed", checks.failed);
     if checks.failed > 0 {
         std::process::exit(1);

@@ -815,6 +815,7 @@ pub fn load_checked(path: &Path, component: &'static str) -> Result<HashMap<Stri
 fn build<T>(
     tensors: HashMap<String, Tensor>,
     component: &'static str,
+    device: &Device,
     f: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
 ) -> Result<T, SdError> {
     let backend = std::sync::Arc::new(Checked { tensors, missing: Mutex::new(None) });
@@ -830,7 +831,7 @@ fn build<T>(
             self.0.contains_tensor(n)
         }
     }
-    let vb = VarBuilder::from_backend(Box::new(Shared(backend.clone())), DType::F32, Device::Cpu);
+    let vb = VarBuilder::from_backend(Box::new(Shared(backend.clone())), DType::F32, device.clone());
     f(vb).map_err(|e| match backend.missing.lock().expect("lock").take() {
         Some(name) => SdError::MissingTensor { component, name },
         None => SdError::Candle(e),
@@ -992,6 +993,8 @@ pub struct StableDiffusion {
     text: TextEncoder,
     unet: unet_2d::UNet2DConditionModel,
     vae: vae::AutoEncoderKL,
+    /// Where the weights live (prompts, noise and images are moved here).
+    device: Device,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -1008,6 +1011,11 @@ pub fn candidate_seed(seed: u64, i: usize) -> u64 {
 impl StableDiffusion {
     /// Loads a diffusers directory (CPU, f32); every weight is checked first.
     pub fn load(dir: &Path) -> Result<Self, SdError> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// [`StableDiffusion::load`] onto `device` (weights are checked on the CPU, then moved).
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self, SdError> {
         let configs = SdConfigs::load(dir)?;
         configs.validate()?;
         let tokenizer = PromptTokenizer::load(dir, configs.text_encoder.max_position_embeddings)?;
@@ -1019,18 +1027,18 @@ impl StableDiffusion {
             )));
         }
         let spec = configs.text_encoder.to_candle()?;
-        let text = build(load_checked(&dir.join(TEXT_WEIGHTS), "text_encoder")?, "text_encoder", |vb| {
+        let text = build(load_checked(&dir.join(TEXT_WEIGHTS), "text_encoder")?, "text_encoder", device, |vb| {
             TextEncoder::new(vb, &spec)
         })?;
         let ucfg = configs.unet.to_candle(None)?;
         let (cin, cout) = (configs.unet.in_channels, configs.unet.out_channels);
-        let unet = build(load_checked(&dir.join(UNET_WEIGHTS), "unet")?, "unet", |vb| {
+        let unet = build(load_checked(&dir.join(UNET_WEIGHTS), "unet")?, "unet", device, |vb| {
             unet_2d::UNet2DConditionModel::new(vb, cin, cout, false, ucfg)
         })?;
         let mut vae_tensors = load_checked(&dir.join(VAE_WEIGHTS), "vae")?;
         zero_encoder_variance(&mut vae_tensors, configs.vae.latent_channels)?;
         let vcfg = configs.vae.to_candle()?;
-        let vae = build(vae_tensors, "vae", |vb| vae::AutoEncoderKL::new(vb, 3, 3, vcfg))?;
+        let vae = build(vae_tensors, "vae", device, |vb| vae::AutoEncoderKL::new(vb, 3, 3, vcfg))?;
         Ok(StableDiffusion {
             variant: configs.variant(),
             schedule: configs.scheduler.schedule()?,
@@ -1039,6 +1047,7 @@ impl StableDiffusion {
             text,
             unet,
             vae,
+            device: device.clone(),
         })
     }
 
@@ -1056,7 +1065,7 @@ impl StableDiffusion {
     pub fn embed(&self, text: &str) -> Result<Tensor, SdError> {
         let ids = self.tokenizer.encode(text)?;
         let n = ids.len();
-        let ids = Tensor::from_vec(ids, (1, n), &Device::Cpu)?;
+        let ids = Tensor::from_vec(ids, (1, n), &self.device)?;
         let e = self.text.forward(&ids)?;
         ensure_finite(&e, "text_encoder", || "prompt embeddings".into())?;
         Ok(e)
@@ -1080,7 +1089,8 @@ impl StableDiffusion {
         let latent_shape = [1, self.configs.vae.latent_channels, h / f, w / f];
         let mut timesteps = self.schedule.timesteps(steps);
         let mut rng = SeededNoise::new(req.seed);
-        let noise = rng.normal_tensor(&latent_shape)?;
+        // Drawn on the CPU from the seed (the same image on every device), then moved.
+        let noise = rng.normal_tensor(&latent_shape)?.to_device(&self.device)?;
         let mut latents = match init {
             None => noise,
             Some(img) => {
@@ -1127,7 +1137,7 @@ impl StableDiffusion {
                 data[c * n + i] = p.0[c] as f32 / 127.5 - 1.0;
             }
         }
-        let x = Tensor::from_vec(data, (1, 3, h as usize, w as usize), &Device::Cpu)?;
+        let x = Tensor::from_vec(data, (1, 3, h as usize, w as usize), &self.device)?;
         // The encoder's variance is zeroed at load time: `sample()` is the mean, no RNG draw.
         let z = (self.vae.encode(&x)?.sample()? * self.configs.vae.scaling_factor)?;
         ensure_finite(&z, "vae", || "encoded latents".into())?;
@@ -1356,7 +1366,7 @@ pub fn build_unet(
 ) -> Result<unet_2d::UNet2DConditionModel, SdError> {
     let ucfg = cfg.to_candle(None)?;
     let (cin, cout) = (cfg.in_channels, cfg.out_channels);
-    build(tensors, "unet", |vb| unet_2d::UNet2DConditionModel::new(vb, cin, cout, false, ucfg))
+    build(tensors, "unet", &Device::Cpu, |vb| unet_2d::UNet2DConditionModel::new(vb, cin, cout, false, ucfg))
 }
 
 fn fill(vm: &VarMap, rng: &mut SeededNoise) -> Result<HashMap<String, Tensor>, SdError> {

@@ -169,6 +169,8 @@ pub struct Worker {
     /// The Stable Diffusion of [`WorkerConfig::sd`], once [`Worker::run`] (or [`Worker::load_sd`])
     /// has loaded it; shared by every task.
     pub(crate) sd: Option<Arc<StableDiffusion>>,
+    /// The compute device [`Worker::run`] chose (none before it runs: models load on the CPU).
+    pub(crate) compute: Option<kernels::Selected>,
 }
 
 impl Worker {
@@ -191,6 +193,7 @@ impl Worker {
             metrics: Arc::new(metrics),
             consuming: Arc::default(),
             sd: None,
+            compute: None,
         }
     }
 
@@ -200,7 +203,8 @@ impl Worker {
             && let Some(dir) = &self.cfg.sd
         {
             let t = Instant::now();
-            let model = StableDiffusion::load(dir)?;
+            let device = self.compute.as_ref().map_or(candle_core::Device::Cpu, |c| c.device.clone());
+            let model = StableDiffusion::load_on(dir, &device)?;
             let secs = t.elapsed().as_secs_f64();
             self.metrics.model_load.with_label_values(&["sd"]).observe(secs);
             info!(model = %dir.display(), variant = ?model.variant(), secs, "Stable Diffusion loaded");
@@ -233,6 +237,7 @@ impl Worker {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let compute = kernels::select(self.cfg.device)?;
         info!(device = %compute.label, detail = %compute.detail, "compute device");
+        self.compute = Some(compute.clone());
         let mut models = vec!["baseline".to_owned()];
         if let Some(dir) = &self.cfg.mcvd {
             let encode = self.create.encode.clone();
