@@ -16,5 +16,4 @@ cudalib=$(dirname "$(find / -path '*nvidia/cu13/lib/libcublas.so.13' -print -qui
 export LD_LIBRARY_PATH="$cudalib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
 echo "CUDA libraries: $cudalib"
-set -o pipefail
 "$work/gpu_check" "$@" 2>&1 | tee "$OUT/gpu_check.txt"

@@ -6,14 +6,14 @@
 //! and return device slices so they can be chained and timed without host copies.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::cuda_backend::cudarc::driver::CudaFunction;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, sys::CUdevice_attribute,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
-use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
 use candle_core::{Result, bail};
 
 /// One `.cu` source: a module of kernels.
@@ -43,21 +43,32 @@ pub const ALL: [Source; 5] = [GROUP_NORM, SAMPLER, UPFIRDN, WATERMARK, PREPROCES
 /// Threads per block of the one-dimensional launches.
 pub const BLOCK: u32 = 256;
 
-/// The device's architecture as NVRTC names it (`compute_90` on Hopper), leaked once per value
-/// because cudarc's options take a `&'static str`.
+/// The device's architecture as NVRTC names it (`compute_90` on Hopper), read from the driver
+/// once per device and leaked once per value (cudarc's options take a `&'static str`): every
+/// launch asks for it, so it must not cost driver calls.
 fn arch(dev: &CudaDevice) -> Result<&'static str> {
-    static ARCHES: OnceLock<Mutex<HashMap<(i32, i32), &'static str>>> = OnceLock::new();
+    static ARCHES: OnceLock<Mutex<HashMap<DeviceId, &'static str>>> = OnceLock::new();
+    let mut arches = ARCHES.get_or_init(Default::default).lock().expect("arch table poisoned");
+    if let Some(a) = arches.get(&dev.id()) {
+        return Ok(a);
+    }
     let ctx = dev.cuda_stream().context().clone();
     let major = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).w()?;
     let minor = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).w()?;
-    let mut arches = ARCHES.get_or_init(Default::default).lock().expect("arch table poisoned");
-    Ok(*arches.entry((major, minor)).or_insert_with(|| Box::leak(format!("compute_{major}{minor}").into_boxed_str())))
+    let name = format!("compute_{major}{minor}");
+    let a = match arches.values().find(|a| **a == name) {
+        Some(a) => *a,
+        None => Box::leak(name.into_boxed_str()),
+    };
+    arches.insert(dev.id(), a);
+    Ok(a)
 }
 
 /// PTX for `src` on `arch` (`compute_90`…), compiled by NVRTC on first use and kept for the
-/// process. Needs NVRTC only, no driver or device (`nvrtc_check` runs it on a CPU machine).
-pub fn ptx(src: &Source, arch: &'static str) -> Result<String> {
-    static CACHE: OnceLock<Mutex<HashMap<(&'static str, &'static str), String>>> = OnceLock::new();
+/// process (shared, not copied, on later calls). Needs NVRTC only, no driver or device
+/// (`nvrtc_check` runs it on a CPU machine).
+pub fn ptx(src: &Source, arch: &'static str) -> Result<Arc<str>> {
+    static CACHE: OnceLock<Mutex<HashMap<(&'static str, &'static str), Arc<str>>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().expect("ptx cache poisoned");
     if let Some(p) = cache.get(&(src.module, arch)) {
         return Ok(p.clone());
@@ -68,17 +79,17 @@ pub fn ptx(src: &Source, arch: &'static str) -> Result<String> {
         options: vec!["--std=c++17".into()],
         ..Default::default()
     };
-    let ptx = compile_ptx_with_opts(src.code, opts)
+    let ptx: Arc<str> = compile_ptx_with_opts(src.code, opts)
         .map_err(|e| candle_core::Error::Cuda(format!("NVRTC could not compile {}: {e}", src.module).into()))?
-        .to_src();
+        .to_src()
+        .into();
     cache.insert((src.module, arch), ptx.clone());
     Ok(ptx)
 }
 
 /// Kernel `name` of `src` on `dev`, compiled and loaded on first use.
 pub fn function(dev: &CudaDevice, src: &Source, name: &str) -> Result<CudaFunction> {
-    let arch = arch(dev)?;
-    let ptx = ptx(src, arch)?;
+    let ptx = ptx(src, arch(dev)?)?;
     Ok(dev.get_or_load_custom_func(name, src.module, &ptx)?.into_cuda_function())
 }
 

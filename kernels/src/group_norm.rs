@@ -44,13 +44,8 @@ impl CustomOp3 for GroupNormSilu {
         b: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn slice<'s>(s: &'s CpuStorage, l: &Layout) -> Result<&'s [f32]> {
-            let (CpuStorage::F32(v), Some((from, to))) = (s, l.contiguous_offsets()) else {
-                candle_core::bail!("group-norm-silu takes contiguous f32 inputs");
-            };
-            Ok(&v[from..to])
-        }
-        let (x, a, b) = (slice(x, lx)?, slice(a, la)?, slice(b, lb)?);
+        let op = "group-norm-silu";
+        let (x, a, b) = (crate::cpu_f32(op, x, lx)?, crate::cpu_f32(op, a, la)?, crate::cpu_f32(op, b, lb)?);
         let dims = lx.shape().dims();
         let (bsz, c) = (dims[0], dims[1]);
         let hw: usize = dims[2..].iter().product();

@@ -17,3 +17,16 @@ pub use device::{DeviceChoice, DeviceError, Selected, select};
 pub use group_norm::group_norm_silu;
 pub use sampler::{ddim_step, ddpm_step};
 pub use upfirdn::{FirResample, upfirdn2d};
+
+/// The f32 values of a contiguous CPU input under `layout` (every op's CPU forward takes
+/// contiguous f32 inputs; `op` names the op in the error).
+fn cpu_f32<'s>(
+    op: &str,
+    s: &'s candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'s [f32]> {
+    let (candle_core::CpuStorage::F32(v), Some((from, to))) = (s, layout.contiguous_offsets()) else {
+        candle_core::bail!("{op} takes contiguous f32 inputs");
+    };
+    Ok(&v[from..to])
+}

@@ -61,13 +61,6 @@ fn f32c(t: &Tensor) -> Result<Tensor> {
     t.to_dtype(DType::F32)?.contiguous()
 }
 
-fn cpu<'s>(op: &str, s: &'s CpuStorage, l: &Layout) -> Result<&'s [f32]> {
-    let (CpuStorage::F32(v), Some((from, to))) = (s, l.contiguous_offsets()) else {
-        candle_core::bail!("{op} takes contiguous f32 inputs");
-    };
-    Ok(&v[from..to])
-}
-
 fn same(op: &str, a: &Layout, b: &Layout) -> Result<()> {
     if a.shape() != b.shape() {
         candle_core::bail!("{op}: shapes {:?} and {:?} differ", a.shape(), b.shape());
@@ -100,7 +93,7 @@ impl CustomOp2 for DdimStep {
 
     fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout, e: &CpuStorage, le: &Layout) -> Result<(CpuStorage, Shape)> {
         same("ddim-step", lx, le)?;
-        let (x, e) = (cpu("ddim-step", x, lx)?, cpu("ddim-step", e, le)?);
+        let (x, e) = (crate::cpu_f32("ddim-step", x, lx)?, crate::cpu_f32("ddim-step", e, le)?);
         let out = x.iter().zip(e).map(|(&x, &e)| self.one(x, e)).collect();
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
@@ -164,7 +157,11 @@ impl CustomOp3 for DdpmStep {
     ) -> Result<(CpuStorage, Shape)> {
         same("ddpm-step", lx, le)?;
         same("ddpm-step", lx, lz)?;
-        let (x, e, z) = (cpu("ddpm-step", x, lx)?, cpu("ddpm-step", e, le)?, cpu("ddpm-step", z, lz)?);
+        let (x, e, z) = (
+            crate::cpu_f32("ddpm-step", x, lx)?,
+            crate::cpu_f32("ddpm-step", e, le)?,
+            crate::cpu_f32("ddpm-step", z, lz)?,
+        );
         let out = x.iter().zip(e).zip(z).map(|((&x, &e), &z)| self.one(x, e, z)).collect();
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }

@@ -72,13 +72,7 @@ impl CustomOp2 for Upfirdn {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout, k: &CpuStorage, lk: &Layout) -> Result<(CpuStorage, Shape)> {
-        let slice = |s: &'_ CpuStorage, l: &Layout| -> Result<Vec<f32>> {
-            let (CpuStorage::F32(v), Some((from, to))) = (s, l.contiguous_offsets()) else {
-                candle_core::bail!("upfirdn2d takes contiguous f32 inputs");
-            };
-            Ok(v[from..to].to_vec())
-        };
-        let (x, k) = (slice(x, lx)?, slice(k, lk)?);
+        let (x, k) = (crate::cpu_f32("upfirdn2d", x, lx)?, crate::cpu_f32("upfirdn2d", k, lk)?);
         let (planes, h, w, ho, wo, b) = self.out_shape(lx)?;
         let (t, up, down, pad0) = (self.taps as i64, self.r.up as i64, self.r.down as i64, self.r.pad0 as i64);
         let mut out = vec![0f32; planes * ho * wo];

@@ -173,11 +173,10 @@ fn main() -> Res<()> {
     ] {
         let images = sample_frames(&mut rng, w, h, frames);
         let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();
-        let got = preprocess_on_gpu(&cuda, &cfg, &images)?;
-        checks.check(&format!("preprocess_frames {frames}× {w}×{h}"), &got, &want, 0.0);
-        // The same through the CLIP processor's batch on the device (what the editor runs).
+        // Through the CLIP processor's batch on the device (what the editor runs), which launches
+        // `kernels::cuda::preprocess_frames`.
         let got = flat(&cfg.batch(&images, &gpu)?)?;
-        checks.check(&format!("ImageProcessorConfig::batch on cuda {frames}× {w}×{h}"), &got, &want, 0.0);
+        checks.check(&format!("preprocess_frames (batch on cuda) {frames}× {w}×{h}"), &got, &want, 0.0);
     }
     kernels::cuda::set_poison(false);
 
@@ -255,7 +254,7 @@ fn main() -> Res<()> {
     let frames = if quick { 4 } else { 32 };
     let cfg = worker::models::preprocess::ImageProcessorConfig::default();
     let images = sample_frames(&mut rng, 1280, 720, frames);
-    let (plan, lut) = preprocess_plan(&cfg, 1280, 720, frames)?;
+    let (plan, lut) = worker::models::preprocess::gpu_plan(&cfg, 1280, 720, frames)?;
     let rgb: Vec<u8> = images.iter().flat_map(|i| i.as_raw().iter().copied()).collect();
     let (rg, tg, lg) = (s.clone_htod(&rgb)?, s.clone_htod(&plan.table)?, s.clone_htod(&lut)?);
     let p = kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32));
@@ -389,45 +388,4 @@ fn sample_frames(rng: &mut SeededNoise, w: u32, h: u32, frames: usize) -> Vec<im
             })
         })
         .collect()
-}
-
-/// The launch plan and value table of the preprocess for `frames` frames of `w`×`h`.
-fn preprocess_plan(
-    cfg: &worker::models::preprocess::ImageProcessorConfig,
-    w: u32,
-    h: u32,
-    frames: usize,
-) -> Res<(shaders::preprocess::Plan, Vec<f32>)> {
-    let (horizontal, vertical, lut) = worker::models::preprocess::gpu_tables(cfg, w, h);
-    let (crop_h, crop_w) = cfg.crop();
-    let p = shaders::FramePreprocess {
-        width: w as usize,
-        height: h as usize,
-        horizontal: &horizontal,
-        vertical: &vertical,
-        crop_w: crop_w as usize,
-        crop_h: crop_h as usize,
-        lut: &lut,
-    };
-    Ok((shaders::preprocess::plan(frames * (w * h * 3) as usize, frames, &p)?, lut))
-}
-
-fn preprocess_on_gpu(
-    cuda: &candle_core::cuda_backend::CudaDevice,
-    cfg: &worker::models::preprocess::ImageProcessorConfig,
-    images: &[image::RgbImage],
-) -> Res<Vec<f32>> {
-    let (w, h) = images[0].dimensions();
-    let (plan, lut) = preprocess_plan(cfg, w, h, images.len())?;
-    let rgb: Vec<u8> = images.iter().flat_map(|i| i.as_raw().iter().copied()).collect();
-    let s = cuda.cuda_stream();
-    let (rg, tg, lg) = (s.clone_htod(&rgb)?, s.clone_htod(&plan.table)?, s.clone_htod(&lut)?);
-    let out = kernels::cuda::preprocess_frames(
-        cuda,
-        &rg.slice(..),
-        &tg.slice(..),
-        &lg.slice(..),
-        kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32)),
-    )?;
-    Ok(s.clone_dtoh(&out)?[..3 * plan.total()].to_vec())
 }

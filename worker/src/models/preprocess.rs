@@ -243,20 +243,9 @@ impl ImageProcessorConfig {
     fn batch_cuda(&self, images: &[RgbImage], cuda: &candle_core::CudaDevice) -> Result<Tensor, PreprocessError> {
         let wrap = candle_core::Error::wrap;
         let (w, h) = images[0].dimensions();
-        let (horizontal, vertical, lut) = gpu_tables(self, w, h);
         let (ch, cw) = self.crop();
-        let p = shaders::FramePreprocess {
-            width: w as usize,
-            height: h as usize,
-            horizontal: &horizontal,
-            vertical: &vertical,
-            crop_w: cw as usize,
-            crop_h: ch as usize,
-            lut: &lut,
-        };
+        let (plan, lut) = gpu_plan(self, w, h, images.len())?;
         let rgb: Vec<u8> = images.iter().flat_map(|i| i.as_raw().iter().copied()).collect();
-        let plan = shaders::preprocess::plan(rgb.len(), images.len(), &p)
-            .map_err(|e| PreprocessError::Unsupported(e.to_string()))?;
         let stream = cuda.cuda_stream();
         let rgb = stream.clone_htod(&rgb).map_err(wrap)?;
         let table = stream.clone_htod(&plan.table).map_err(wrap)?;
@@ -363,6 +352,30 @@ pub fn gpu_tables(cfg: &ImageProcessorConfig, w: u32, h: u32) -> (shaders::AxisF
     };
     let lut = (0..3).flat_map(|c| (0..=255u8).map(move |v| cfg.channel_value(c, v))).collect();
     (axis(w, rw), axis(h, rh), lut)
+}
+
+/// The GPU preprocess's launch plan for `frames` frames of `w`×`h` under `cfg`, and its value
+/// table: what the CUDA kernel takes ([`gpu_tables`] packed by `shaders::preprocess::plan`).
+pub fn gpu_plan(
+    cfg: &ImageProcessorConfig,
+    w: u32,
+    h: u32,
+    frames: usize,
+) -> Result<(shaders::preprocess::Plan, Vec<f32>), PreprocessError> {
+    let (horizontal, vertical, lut) = gpu_tables(cfg, w, h);
+    let (crop_h, crop_w) = cfg.crop();
+    let p = shaders::FramePreprocess {
+        width: w as usize,
+        height: h as usize,
+        horizontal: &horizontal,
+        vertical: &vertical,
+        crop_w: crop_w as usize,
+        crop_h: crop_h as usize,
+        lut: &lut,
+    };
+    let plan = shaders::preprocess::plan(frames * (w * h * 3) as usize, frames, &p)
+        .map_err(|e| PreprocessError::Unsupported(e.to_string()))?;
+    Ok((plan, lut))
 }
 
 /// Per output position: the first input index and the fixed-point weights (Pillow's
