@@ -15,6 +15,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
 use candle_core::{Result, bail};
+/// The half-precision float the preprocess can write.
+pub use half::f16;
 
 /// One `.cu` source: a module of kernels.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +104,7 @@ pub fn warm_up(dev: &CudaDevice) -> Result<()> {
         (UPFIRDN, "upfirdn2d"),
         (WATERMARK, "dct_embed"),
         (PREPROCESS, "preprocess_frames"),
+        (PREPROCESS, "preprocess_frames_f16"),
     ] {
         function(dev, &src, kernel)?;
     }
@@ -165,12 +168,13 @@ pub struct DdpmParams {
 // SAFETY: plain `repr(C)` scalars, the layout of the kernel's struct.
 unsafe impl DeviceRepr for DdpmParams {}
 
-/// The frame preprocess's plan (by value, as the kernel's `Plan`): the 17 words of
-/// `shaders::preprocess::Plan::params`, in the same order.
+/// The frame preprocess's plan (by value, as the kernel's `Plan`): the 18 words of
+/// `shaders::preprocess::Plan::params`, in the same order (the last is the pixel format: 0
+/// packed RGB24, 1 planar I420).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct PreprocessPlan(pub [i32; 17]);
-// SAFETY: 17 `i32`s, the layout of the kernel's struct of 17 ints.
+pub struct PreprocessPlan(pub [i32; 18]);
+// SAFETY: 18 `i32`s, the layout of the kernel's struct of 18 ints.
 unsafe impl DeviceRepr for PreprocessPlan {}
 
 /// Detection's per-block step on the device: see `shaders::watermark::dct_correlate` (same
@@ -192,7 +196,7 @@ pub fn dct_correlate(
             basis.len()
         );
     }
-    let mut out = output(dev, chips.len())?;
+    let mut out = output::<f32>(dev, chips.len())?;
     if chips.is_empty() {
         return Ok(out);
     }
@@ -223,7 +227,7 @@ pub fn dct_embed(
             basis.len()
         );
     }
-    let mut out = output(dev, plane.len())?;
+    let mut out = output::<f32>(dev, plane.len())?;
     if plane.is_empty() {
         return Ok(out);
     }
@@ -236,36 +240,54 @@ pub fn dct_embed(
     Ok(out)
 }
 
-/// Frames of packed RGB24 (`rgb`) to the model's NCHW f32 input on the device, with the filter
-/// `table` and `plan` that `shaders::preprocess::plan` builds and the 768-entry `lut`; returns
-/// `3 · plan.total` values.
-pub fn preprocess_frames(
+/// Frames of packed RGB24 or planar I420 (`bytes`, as the plan's last word says) to the model's
+/// NCHW input on the device, with the filter `table` and `plan` that `shaders::preprocess::plan`
+/// builds and the 768-entry `lut`; returns `3 · plan.total` values of `T`: `f32`, or `f16`
+/// (rounded to nearest even).
+pub fn preprocess_frames<T: PreprocessOutput>(
     dev: &CudaDevice,
-    rgb: &CudaView<'_, u8>,
+    bytes: &CudaView<'_, u8>,
     table: &CudaView<'_, i32>,
     lut: &CudaView<'_, f32>,
     plan: PreprocessPlan,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let [total, width, height, ..] = plan.0;
-    if total < 0 || width < 0 || height < 0 || lut.len() != 768 {
-        bail!("preprocess_frames: a negative size in the plan or a {}-entry value table", lut.len());
+    let format = plan.0[17];
+    if total < 0 || width < 0 || height < 0 || lut.len() != 768 || !(0..=1).contains(&format) {
+        bail!(
+            "preprocess_frames: a negative size or format {format} in the plan, or a {}-entry value table",
+            lut.len()
+        );
     }
-    let total = total as usize;
+    let (total, w, h) = (total as usize, width as usize, height as usize);
     let (crop_w, crop_h) = (plan.0[5].max(1) as usize, plan.0[6].max(1) as usize);
     let frames = total / (crop_w * crop_h);
-    if rgb.len() < frames * width as usize * height as usize * 3 {
-        bail!("preprocess_frames: {} bytes for {frames} frames of {width}×{height}", rgb.len());
+    let frame_bytes = if format == 0 { w * h * 3 } else { w * h + 2 * w.div_ceil(2) * h.div_ceil(2) };
+    if bytes.len() < frames * frame_bytes {
+        bail!("preprocess_frames: {} bytes for {frames} frames of {width}×{height}", bytes.len());
     }
-    let mut out = output(dev, 3 * total)?;
+    let mut out = output::<T>(dev, 3 * total)?;
     if total == 0 {
         return Ok(out);
     }
-    let f = function(dev, &PREPROCESS, "preprocess_frames")?;
+    let f = function(dev, &PREPROCESS, T::KERNEL)?;
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&f);
-    b.arg(rgb).arg(table).arg(lut).arg(&mut out).arg(&plan);
+    b.arg(bytes).arg(table).arg(lut).arg(&mut out).arg(&plan);
     unsafe { b.launch(grid(total, None)) }.w()?;
     Ok(out)
+}
+
+/// An element type the preprocess writes, and its kernel.
+pub trait PreprocessOutput: Element + candle_core::cuda_backend::CudaDType {
+    /// The kernel of [`PREPROCESS`] that writes it.
+    const KERNEL: &'static str;
+}
+impl PreprocessOutput for f32 {
+    const KERNEL: &'static str = "preprocess_frames";
+}
+impl PreprocessOutput for f16 {
+    const KERNEL: &'static str = "preprocess_frames_f16";
 }
 
 /// The f32 elements of a contiguous `storage` under `layout`, as a device view.
@@ -292,7 +314,7 @@ pub fn elementwise<P: DeviceRepr>(
     params: &P,
 ) -> Result<CudaSlice<f32>> {
     let n = inputs.first().map_or(0, |v| v.len());
-    let mut out = output(dev, n)?;
+    let mut out = output::<f32>(dev, n)?;
     if n == 0 {
         return Ok(out);
     }
@@ -317,13 +339,25 @@ pub fn set_poison(on: bool) {
     POISON.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// An output buffer of `n` f32s (at least one), poisoned when [`set_poison`] is on.
-pub fn output(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
+/// A float element a kernel writes, and its NaN (the poison).
+pub trait Element: DeviceRepr + Copy {
+    /// Not a number.
+    const NAN: Self;
+}
+impl Element for f32 {
+    const NAN: Self = f32::NAN;
+}
+impl Element for f16 {
+    const NAN: Self = f16::NAN;
+}
+
+/// An output buffer of `n` elements (at least one), poisoned when [`set_poison`] is on.
+pub fn output<T: Element>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
     // SAFETY: every caller's kernel writes all `n` elements before anything reads them (and
     // poisoning, when on, initialises them first).
-    let mut out = unsafe { dev.alloc::<f32>(n.max(1)) }?;
+    let mut out = unsafe { dev.alloc::<T>(n.max(1)) }?;
     if POISON.load(std::sync::atomic::Ordering::Relaxed) {
-        dev.memcpy_htod(&vec![f32::NAN; n.max(1)], &mut out)?;
+        dev.memcpy_htod(&vec![T::NAN; n.max(1)], &mut out)?;
     }
     Ok(out)
 }

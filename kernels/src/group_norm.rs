@@ -70,7 +70,7 @@ impl CustomOp3 for GroupNormSilu {
         let dims = lx.shape().dims();
         let (bsz, c) = (dims[0], dims[1]);
         let hw: usize = dims[2..].iter().product();
-        let mut y = crate::cuda::output(&dev, x.len())?;
+        let mut y = crate::cuda::output::<f32>(&dev, x.len())?;
         if !x.is_empty() {
             let f = function(&dev, &GROUP_NORM, "group_norm_silu")?;
             let (groups, channels, plane) =

@@ -124,7 +124,7 @@ impl CustomOp2 for Upfirdn {
         let (planes, h, w, ho, wo, b) = self.out_shape(lx)?;
         let (xv, kv) = (view(x, lx)?, view(k, lk)?);
         let total = planes * ho * wo;
-        let mut out = crate::cuda::output(&dev, total)?;
+        let mut out = crate::cuda::output::<f32>(&dev, total)?;
         if total > 0 {
             let f = function(&dev, &UPFIRDN, "upfirdn2d")?;
             let i = |v: usize| i32::try_from(v).map_err(candle_core::Error::wrap);

@@ -14,7 +14,7 @@ pub mod watermark;
 pub use diffusion::{ddim_step, ddpm_step};
 pub use gpu::{Dispatch, Gpu, GpuError, Input, Kernel};
 pub use group_norm::{NchwGroups, group_norm_silu};
-pub use preprocess::{AxisFilter, FramePreprocess, preprocess_frames};
+pub use preprocess::{AxisFilter, FramePreprocess, PixelFormat, preprocess_frames};
 pub use upfirdn::{FirResample, upfirdn2d};
 pub use watermark::{dct_correlate, dct_embed};
 pub use wgpu;

@@ -1,8 +1,9 @@
-//! `preprocess` owns the fused frame preprocess shader (`preprocess.wgsl`): packed RGB24 frames
-//! to a vision model's NCHW f32 input in one dispatch (Pillow's antialiased bicubic resize in
-//! fixed point, center crop, rescale and normalise), bit for bit the worker's
-//! `models::preprocess::ImageProcessorConfig::pixels`. The filter tables and the per-channel
-//! value table come from the CPU (the worker computes them with its reference code).
+//! `preprocess` owns the fused frame preprocess shader (`preprocess.wgsl`): packed RGB24 or
+//! planar YUV 4:2:0 (I420, BT.601 limited range) frames to a vision model's NCHW f32 input in one
+//! dispatch (colour conversion, Pillow's antialiased bicubic resize in fixed point, center crop,
+//! rescale and normalise), bit for bit the worker's `models::preprocess::ImageProcessorConfig`
+//! (`pixels`, and `pixels_i420` over `media::I420Image::to_rgb`). The filter tables and the
+//! per-channel value table come from the CPU (the worker computes them with its reference code).
 
 use crate::gpu::{Dispatch, Gpu, GpuError, Input, Kernel, grid_1d, to_f32};
 
@@ -47,11 +48,43 @@ impl AxisFilter {
     }
 }
 
+/// How the frames' bytes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PixelFormat {
+    /// Packed RGB, 3 bytes a pixel, rows of `width · 3` bytes, no padding.
+    #[default]
+    Rgb24,
+    /// Planar YUV 4:2:0 (I420): the Y plane (`width × height`), then U and V
+    /// (`⌈width/2⌉ × ⌈height/2⌉` each), no padding; BT.601 limited range, each chroma sample
+    /// shared by its 2×2 block of pixels.
+    I420,
+}
+
+impl PixelFormat {
+    /// Bytes of one `width`×`height` frame.
+    pub fn frame_bytes(self, width: usize, height: usize) -> usize {
+        match self {
+            PixelFormat::Rgb24 => width * height * 3,
+            PixelFormat::I420 => width * height + 2 * width.div_ceil(2) * height.div_ceil(2),
+        }
+    }
+
+    /// The kernels' code for the format (the plan's last word).
+    fn code(self) -> u32 {
+        match self {
+            PixelFormat::Rgb24 => 0,
+            PixelFormat::I420 => 1,
+        }
+    }
+}
+
 /// What turns `width`×`height` frames into the model's input: resize to
 /// `horizontal.len()`×`vertical.len()`, crop `crop_w`×`crop_h` from the middle (transformers'
 /// `center_crop`: top = ⌊(h − crop_h)/2⌋, zeros outside), and look each byte up in `lut`.
 #[derive(Debug, Clone, Copy)]
 pub struct FramePreprocess<'a> {
+    /// How the frames' bytes are laid out.
+    pub format: PixelFormat,
     /// Source frame width.
     pub width: usize,
     /// Source frame height.
@@ -68,14 +101,15 @@ pub struct FramePreprocess<'a> {
     pub lut: &'a [f32],
 }
 
-/// The launch plan of one preprocess: 17 parameter words (the kernel's `Params`, the CUDA
+/// The launch plan of one preprocess: 18 parameter words (the kernel's `Params`, the CUDA
 /// kernel's `Plan`, in the same order) and the filter table they index. The CUDA kernel in
 /// `kernels` takes the same plan, so both GPU paths share one packing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// total, width, height, resized w/h, crop w/h, left, top, taps h/v, then where each part
-    /// of `table` starts (starts, counts, weights; horizontal, then vertical).
-    pub params: [u32; 17],
+    /// total, width, height, resized w/h, crop w/h, left, top, taps h/v, where each part of
+    /// `table` starts (starts, counts, weights; horizontal, then vertical), then the pixel
+    /// format (0 RGB24, 1 I420).
+    pub params: [u32; 18],
     /// Per axis: first input sample per output position, tap counts, weights padded to `taps`.
     pub table: Vec<i32>,
 }
@@ -87,12 +121,12 @@ impl Plan {
     }
 }
 
-/// Checks `rgb` (`frames` packed RGB24 frames) against `p` and builds the launch plan.
-pub fn plan(rgb_len: usize, frames: usize, p: &FramePreprocess<'_>) -> Result<Plan, GpuError> {
+/// Checks `bytes` bytes (`frames` frames in `p.format`) against `p` and builds the launch plan.
+pub fn plan(bytes: usize, frames: usize, p: &FramePreprocess<'_>) -> Result<Plan, GpuError> {
     let shape = |message: String| GpuError::Shape { op: "preprocess_frames", message };
     let (w, h) = (p.width, p.height);
-    if rgb_len != frames * w * h * 3 {
-        return Err(shape(format!("{rgb_len} bytes, not {frames} frames of {w}×{h}×3")));
+    if bytes != frames * p.format.frame_bytes(w, h) {
+        return Err(shape(format!("{bytes} bytes, not {frames} {:?} frames of {w}×{h}", p.format)));
     }
     if !p.horizontal.fits(w) || !p.vertical.fits(h) {
         return Err(shape(format!("a filter reads outside the {w}×{h} frame")));
@@ -138,19 +172,25 @@ pub fn plan(rgb_len: usize, frames: usize, p: &FramePreprocess<'_>) -> Result<Pl
         start_v,
         count_v,
         weights_v,
+        p.format.code(),
     ];
     Ok(Plan { params, table })
 }
 
-/// `frames` packed RGB24 frames (`rgb`, row-major, `width·height·3` bytes each) to an
+/// `frames` frames (`bytes`, each `p.format.frame_bytes(width, height)` long) to an
 /// `(frames, 3, crop_h, crop_w)` f32 tensor, flat.
-pub fn preprocess_frames(gpu: &Gpu, rgb: &[u8], frames: usize, p: &FramePreprocess<'_>) -> Result<Vec<f32>, GpuError> {
-    let plan = plan(rgb.len(), frames, p)?;
+pub fn preprocess_frames(
+    gpu: &Gpu,
+    bytes: &[u8],
+    frames: usize,
+    p: &FramePreprocess<'_>,
+) -> Result<Vec<f32>, GpuError> {
+    let plan = plan(bytes.len(), frames, p)?;
     let total = plan.total();
     if total == 0 {
         return Ok(Vec::new());
     }
-    let words: Vec<u32> = rgb
+    let words: Vec<u32> = bytes
         .chunks(4)
         .map(|c| {
             let mut b = [0u8; 4];

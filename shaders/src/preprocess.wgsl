@@ -1,4 +1,5 @@
-// Fused frame preprocess: packed RGB24 frames → Pillow's antialiased bicubic resize (22-bit
+// Fused frame preprocess: packed RGB24 or planar I420 frames (BT.601 limited range, converted
+// per sample in integers, each chroma sample shared by its 2×2 block) → Pillow's antialiased bicubic resize (22-bit
 // fixed point, horizontal pass then vertical, each rounded and clamped to u8) → center crop
 // (zeros outside the resized image) → per-channel value table (rescale and normalise, done on
 // the CPU for each of the 256 byte values) → NCHW f32. All integer arithmetic is i32, as the
@@ -25,11 +26,13 @@ struct Params {
     start_v: u32,
     count_v: u32,
     weights_v: u32,
+    // 0: packed RGB24; 1: planar I420.
+    format: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Frames' bytes, packed little-endian four to a word.
-@group(0) @binding(1) var<storage, read> rgb: array<u32>;
+@group(0) @binding(1) var<storage, read> bytes: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<i32>;
 // lut[c·256 + v]: the model-input value of byte v in channel c.
 @group(0) @binding(3) var<storage, read> lut: array<f32>;
@@ -39,7 +42,25 @@ const PRECISION_BITS: u32 = 22u;
 const ROUNDING: i32 = 2097152; // 1 << 21
 
 fn byte_at(k: u32) -> i32 {
-    return i32((rgb[k >> 2u] >> ((k & 3u) * 8u)) & 255u);
+    return i32((bytes[k >> 2u] >> ((k & 3u) * 8u)) & 255u);
+}
+
+// The RGB of pixel (x, y) of `frame`.
+fn pixel(frame: u32, x: u32, y: u32) -> vec3<i32> {
+    if p.format == 0u {
+        let k = ((frame * p.height + y) * p.width + x) * 3u;
+        return vec3<i32>(byte_at(k), byte_at(k + 1u), byte_at(k + 2u));
+    }
+    let luma = p.width * p.height;
+    let cw = (p.width + 1u) / 2u;
+    let chroma = cw * ((p.height + 1u) / 2u);
+    let base = frame * (luma + 2u * chroma);
+    let c = 298 * (byte_at(base + y * p.width + x) - 16);
+    let at = base + luma + (y / 2u) * cw + x / 2u;
+    let d = byte_at(at) - 128;
+    let e = byte_at(at + chroma) - 128;
+    let rgb = vec3<i32>(c + 409 * e + 128, c - 100 * d - 208 * e + 128, c + 516 * d + 128) >> vec3<u32>(8u);
+    return clamp(rgb, vec3<i32>(0), vec3<i32>(255));
 }
 
 fn clip8(v: vec3<i32>) -> vec3<i32> {
@@ -67,11 +88,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let wv = p.weights_v + u32(ry) * p.taps_v;
         var acc_v = vec3<i32>(ROUNDING);
         for (var r = 0u; r < nv; r++) {
-            let row = (frame * p.height + ys + r) * p.width;
             var acc_h = vec3<i32>(ROUNDING);
             for (var q = 0u; q < nh; q++) {
-                let k = (row + xs + q) * 3u;
-                acc_h += vec3<i32>(byte_at(k), byte_at(k + 1u), byte_at(k + 2u)) * table[wh + q];
+                acc_h += pixel(frame, xs + q, ys + r) * table[wh + q];
             }
             acc_v += clip8(acc_h) * table[wv + r];
         }

@@ -177,6 +177,16 @@ fn main() -> Res<()> {
         // `kernels::cuda::preprocess_frames`.
         let got = flat(&cfg.batch(&images, &gpu)?)?;
         checks.check(&format!("preprocess_frames (batch on cuda) {frames}× {w}×{h}"), &got, &want, 0.0);
+        // The same frames as planar I420, converted in the kernel (`batch_i420`).
+        let yuv: Vec<_> = images.iter().map(worker::media::I420Image::from_rgb).collect::<Result<_, _>>()?;
+        let want: Vec<f32> = yuv.iter().flat_map(|img| cfg.pixels_i420(img).unwrap()).collect();
+        let got = flat(&cfg.batch_i420(&yuv, &gpu)?)?;
+        checks.check(&format!("preprocess_frames I420 (batch_i420 on cuda) {frames}× {w}×{h}"), &got, &want, 0.0);
+        // f16 written by the kernel against the CPU's f32 → f16 cast (both round to nearest even).
+        let frames_i420 = worker::models::preprocess::Frames::I420(&yuv);
+        let want = flat(&cfg.tensor(frames_i420, &Device::Cpu, DType::F16)?)?;
+        let got = flat(&cfg.tensor(frames_i420, &gpu, DType::F16)?)?;
+        checks.check(&format!("preprocess_frames_f16 I420 (tensor on cuda) {frames}× {w}×{h}"), &got, &want, 0.0);
     }
     kernels::cuda::set_poison(false);
 
@@ -254,15 +264,29 @@ fn main() -> Res<()> {
     let frames = if quick { 4 } else { 32 };
     let cfg = worker::models::preprocess::ImageProcessorConfig::default();
     let images = sample_frames(&mut rng, 1280, 720, frames);
-    let (plan, lut) = worker::models::preprocess::gpu_plan(&cfg, 1280, 720, frames)?;
-    let rgb: Vec<u8> = images.iter().flat_map(|i| i.as_raw().iter().copied()).collect();
-    let (rg, tg, lg) = (s.clone_htod(&rgb)?, s.clone_htod(&plan.table)?, s.clone_htod(&lut)?);
-    let p = kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32));
-    let g = gpu_ms(&gpu, reps, || {
-        Ok(drop(kernels::cuda::preprocess_frames(&cuda, &rg.slice(..), &tg.slice(..), &lg.slice(..), p)?))
-    })?;
-    let cpu = cpu_ms(3, || Ok(drop(images.iter().map(|i| cfg.pixels(i).unwrap()).collect::<Vec<_>>())))?;
-    row("preprocess_frames", &format!("{frames}× 1280×720 → 224²"), rgb.len() + plan.total() * 12, g, cpu);
+    let yuv: Vec<_> = images.iter().map(worker::media::I420Image::from_rgb).collect::<Result<_, _>>()?;
+    for format in [shaders::PixelFormat::Rgb24, shaders::PixelFormat::I420] {
+        let (plan, lut) = worker::models::preprocess::gpu_plan(&cfg, format, 1280, 720, frames)?;
+        let bytes: Vec<u8> = match format {
+            shaders::PixelFormat::Rgb24 => images.iter().flat_map(|i| i.as_raw().iter().copied()).collect(),
+            shaders::PixelFormat::I420 => yuv.iter().flat_map(|i| i.as_raw().iter().copied()).collect(),
+        };
+        let (bg, tg, lg) = (s.clone_htod(&bytes)?, s.clone_htod(&plan.table)?, s.clone_htod(&lut)?);
+        let p = kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32));
+        let g = gpu_ms(&gpu, reps, || {
+            Ok(drop(kernels::cuda::preprocess_frames(&cuda, &bg.slice(..), &tg.slice(..), &lg.slice(..), p)?))
+        })?;
+        let cpu = match format {
+            shaders::PixelFormat::Rgb24 => {
+                cpu_ms(3, || Ok(drop(images.iter().map(|i| cfg.pixels(i).unwrap()).collect::<Vec<_>>())))?
+            }
+            shaders::PixelFormat::I420 => {
+                cpu_ms(3, || Ok(drop(yuv.iter().map(|i| cfg.pixels_i420(i).unwrap()).collect::<Vec<_>>())))?
+            }
+        };
+        let name = format!("preprocess_frames {format:?}");
+        row(&name, &format!("{frames}× 1280×720 → 224²"), bytes.len() + plan.total() * 12, g, cpu);
+    }
 
     // 3. Models, GPU against CPU.
     println!("\n| model | GPU | CPU | speed-up | ‖gpu−cpu‖/‖cpu‖ |\n|---|---:|---:|---:|---:|");

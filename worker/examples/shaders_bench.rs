@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::{Device, Module, Tensor};
 use shaders::Gpu;
 use worker::models::diffusion::{Schedule, SeededNoise};
-use worker::models::preprocess::{ImageProcessorConfig, Kernels};
+use worker::models::preprocess::{ImageProcessorConfig, gpu_tables};
 use worker::models::upfirdn::{self, FIR_KERNEL, Resample, kernel_2d, upfirdn2d_reference};
 use worker::watermark::dct::{self, BAND};
 use worker::watermark::plane::Plane;
@@ -143,30 +143,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     row("dct_embed", &format!("{size}x{size}"), (2 * luma.len() + slots) * 4, wgsl, cpu, "block_delta loop");
 
-    // CLIP preprocess of one 720p frame.
+    // CLIP preprocess of one 720p frame, from packed RGB24 and from planar I420.
     let cfg = ImageProcessorConfig::default();
     let (fw, fh) = (1280u32, 720u32);
     let img =
         image::RgbImage::from_fn(fw, fh, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8]));
-    let (rw, rh) = cfg.resized_size(fw, fh);
-    let (kh, kv) = (Kernels::new(fw, rw), Kernels::new(fh, rh));
-    let horizontal = shaders::AxisFilter { starts: kh.starts, weights: kh.weights };
-    let vertical = shaders::AxisFilter { starts: kv.starts, weights: kv.weights };
-    let lut: Vec<f32> =
-        (0..3).flat_map(|c| (0..=255u8).map(move |v| (c, v))).map(|(c, v)| cfg.channel_value(c, v)).collect();
+    let yuv = worker::media::I420Image::from_rgb(&img)?;
+    let (horizontal, vertical, lut) = gpu_tables(&cfg, fw, fh);
     let (ch, cw) = cfg.crop();
-    let p = shaders::FramePreprocess {
-        width: fw as usize,
-        height: fh as usize,
-        horizontal: &horizontal,
-        vertical: &vertical,
-        crop_w: cw as usize,
-        crop_h: ch as usize,
-        lut: &lut,
-    };
-    let bytes = img.as_raw().len() + 3 * (ch * cw) as usize * 4;
-    let wgsl = time(runs, || drop(shaders::preprocess_frames(&gpu, img.as_raw(), 1, &p).unwrap()));
-    let cpu = time(runs, || drop(cfg.pixels(&img).unwrap()));
-    row("preprocess", &format!("{fw}x{fh} → {cw}x{ch}"), bytes, wgsl, cpu, "ImageProcessorConfig::pixels");
+    for (format, input) in
+        [(shaders::PixelFormat::Rgb24, img.as_raw().as_slice()), (shaders::PixelFormat::I420, yuv.as_raw())]
+    {
+        let p = shaders::FramePreprocess {
+            format,
+            width: fw as usize,
+            height: fh as usize,
+            horizontal: &horizontal,
+            vertical: &vertical,
+            crop_w: cw as usize,
+            crop_h: ch as usize,
+            lut: &lut,
+        };
+        let bytes = input.len() + 3 * (ch * cw) as usize * 4;
+        let wgsl = time(runs, || drop(shaders::preprocess_frames(&gpu, input, 1, &p).unwrap()));
+        let (name, cpu, reference) = match format {
+            shaders::PixelFormat::Rgb24 => {
+                ("preprocess", time(runs, || drop(cfg.pixels(&img).unwrap())), "ImageProcessorConfig::pixels")
+            }
+            shaders::PixelFormat::I420 => (
+                "preprocess (I420)",
+                time(runs, || drop(cfg.pixels_i420(&yuv).unwrap())),
+                "ImageProcessorConfig::pixels_i420",
+            ),
+        };
+        row(name, &format!("{fw}x{fh} → {cw}x{ch}"), bytes, wgsl, cpu, reference);
+    }
     Ok(())
 }

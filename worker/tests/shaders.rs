@@ -273,6 +273,7 @@ const PREPROCESS_BOUND: f64 = 0.0;
 
 #[test]
 fn preprocess_frames_matches_the_image_processor_exactly() {
+    use worker::media::I420Image;
     use worker::models::preprocess::ImageProcessorConfig;
     let Some(gpu) = gpu() else { return };
     let mut rng = SeededNoise::new(15);
@@ -316,22 +317,45 @@ fn preprocess_frames_matches_the_image_processor_exactly() {
                 })
             })
             .collect();
-        let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();
         let (horizontal, vertical, lut) = worker::models::preprocess::gpu_tables(&cfg, w, h);
         let (crop_h, crop_w) = cfg.crop();
-        let p = shaders::FramePreprocess {
-            width: w as usize,
-            height: h as usize,
-            horizontal: &horizontal,
-            vertical: &vertical,
-            crop_w: crop_w as usize,
-            crop_h: crop_h as usize,
-            lut: &lut,
+        let run = |format: shaders::PixelFormat, bytes: &[u8]| {
+            let p = shaders::FramePreprocess {
+                format,
+                width: w as usize,
+                height: h as usize,
+                horizontal: &horizontal,
+                vertical: &vertical,
+                crop_w: crop_w as usize,
+                crop_h: crop_h as usize,
+                lut: &lut,
+            };
+            shaders::preprocess_frames(gpu, bytes, frames as usize, &p).unwrap()
         };
+        // Packed RGB24.
+        let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();
         let rgb: Vec<u8> = images.iter().flat_map(|img| img.as_raw().iter().copied()).collect();
-        let got = shaders::preprocess_frames(gpu, &rgb, frames as usize, &p).unwrap();
+        let got = run(shaders::PixelFormat::Rgb24, &rgb);
         let shape = format!("{frames}x {w}x{h} → {crop_w}x{crop_h}");
         check("preprocess_frames", &shape, &got, &want, PREPROCESS_BOUND);
         assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{shape}: not bit-exact");
+        // The same frames as planar I420 (odd sizes share edge chroma), and raw random planes
+        // (codes outside BT.601's range, so the conversion clamps), converted in the shader.
+        let converted: Vec<I420Image> = images.iter().map(|img| I420Image::from_rgb(img).unwrap()).collect();
+        let random: Vec<I420Image> = (0..frames)
+            .map(|_| {
+                let n = I420Image::frame_bytes(w, h);
+                let data = (0..n).map(|_| (128.0 + 90.0 * rng.normal()).clamp(0.0, 255.0) as u8).collect();
+                I420Image::new(w, h, data).unwrap()
+            })
+            .collect();
+        for (what, yuv) in [("converted", converted), ("random", random)] {
+            let want: Vec<f32> = yuv.iter().flat_map(|img| cfg.pixels_i420(img).unwrap()).collect();
+            let bytes: Vec<u8> = yuv.iter().flat_map(|img| img.as_raw().iter().copied()).collect();
+            let got = run(shaders::PixelFormat::I420, &bytes);
+            let shape = format!("I420 ({what}) {shape}");
+            check("preprocess_frames", &shape, &got, &want, PREPROCESS_BOUND);
+            assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{shape}: not bit-exact");
+        }
     }
 }

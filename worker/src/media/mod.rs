@@ -1,5 +1,6 @@
 //! Media handling for reelforge: probe, streaming decode, cut and H.264/MP4 encode of video over
-//! ffmpeg-next, plus JPEG/PNG stills over the `image` crate, and the [`FrameFilter`] hook applied
+//! ffmpeg-next, plus JPEG/PNG stills over the `image` crate, planar YUV 4:2:0 frames
+//! ([`I420Image`]) and their BT.601 conversion, and the [`FrameFilter`] hook applied
 //! to every frame before it is encoded. Every entry point enforces
 //! [`MediaLimits`] before doing expensive work and reports failures as [`MediaError`].
 
@@ -10,6 +11,7 @@ mod error;
 mod filter;
 mod probe;
 mod still;
+mod yuv;
 
 use std::sync::Once;
 
@@ -20,6 +22,7 @@ pub use error::MediaError;
 pub use filter::{FrameFilter, SharedFilter};
 pub use probe::{ProbeInfo, probe};
 pub use still::{decode_still, encode_jpeg, encode_png};
+pub use yuv::{I420Image, rgb_to_yuv, yuv_to_rgb};
 
 /// Resource guards applied to every untrusted input.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,4 @@
-//! `preprocess` owns turning RGB frames into a vision model's input exactly as Hugging Face's
+//! `preprocess` owns turning RGB (or I420) frames into a vision model's input exactly as Hugging Face's
 //! `CLIPImageProcessor` does: resize the shortest side with Pillow's bicubic resampling
 //! (antialiased, 8-bit fixed point, horizontal pass then vertical, each rounded to `u8`), center
 //! crop, rescale to [0, 1], normalise per channel, and lay the batch out NCHW in `f32`.
@@ -7,8 +7,10 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
+
+use crate::media::I420Image;
 use serde::{Deserialize, Serialize};
 
 /// `preprocessor_config.json` of a CLIP checkpoint (the fields that change the pixels).
@@ -202,6 +204,12 @@ impl ImageProcessorConfig {
         Ok(out)
     }
 
+    /// One I420 frame as CHW `f32` values: [`pixels`](Self::pixels) of its BT.601 RGB
+    /// ([`I420Image::to_rgb`]), the reference of the fused kernels' I420 input.
+    pub fn pixels_i420(&self, img: &I420Image) -> Result<Vec<f32>, PreprocessError> {
+        self.pixels(&img.to_rgb())
+    }
+
     /// The model-input value of byte `v` in channel `c`: rescaled and normalised in f64, then
     /// rounded to f32 (a 256-entry table per channel; the WGSL preprocess looks it up).
     pub fn channel_value(&self, c: usize, v: u8) -> f32 {
@@ -213,48 +221,150 @@ impl ImageProcessorConfig {
         v as f32
     }
 
-    /// A batch as an `(N, 3, crop_h, crop_w)` tensor on `device`. On a CUDA device, frames of
-    /// one size go through the fused `kernels` preprocess (bytes uploaded, a quarter of the f32
-    /// pixels; bit for bit [`pixels`](Self::pixels)).
+    /// A batch as an `(N, 3, crop_h, crop_w)` f32 tensor on `device` ([`tensor`](Self::tensor)
+    /// of RGB frames).
     pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor, PreprocessError> {
-        if images.is_empty() {
+        self.tensor(Frames::Rgb(images), device, DType::F32)
+    }
+
+    /// [`batch`](Self::batch) of I420 frames, as [`pixels_i420`](Self::pixels_i420) gives them.
+    pub fn batch_i420(&self, images: &[I420Image], device: &Device) -> Result<Tensor, PreprocessError> {
+        self.tensor(Frames::I420(images), device, DType::F32)
+    }
+
+    /// A batch as an `(N, 3, crop_h, crop_w)` tensor of `dtype` on `device`: each frame's
+    /// [`pixels`](Self::pixels) (or [`pixels_i420`](Self::pixels_i420)), cast from f32. On a CUDA
+    /// device, frames of one size go through the fused `kernels` preprocess in one launch, bit for
+    /// bit the CPU: bytes are uploaded (a quarter of the f32 values for RGB24, an eighth for
+    /// I420), and f16 is written by the kernel itself.
+    pub fn tensor(&self, frames: Frames<'_>, device: &Device, dtype: DType) -> Result<Tensor, PreprocessError> {
+        if frames.is_empty() {
             return Err(PreprocessError::Empty("an empty batch"));
         }
         #[cfg(feature = "cuda")]
         if let Device::Cuda(cuda) = device
-            && images.iter().all(|i| i.dimensions() == images[0].dimensions())
-            && images[0].width() > 0
-            && images[0].height() > 0
+            && let Some((format, size, bytes)) = frames.packed()
         {
-            return self.batch_cuda(images, cuda);
+            return self.tensor_cuda(&bytes, format, size, frames.len(), cuda, dtype);
         }
         let (ch, cw) = self.crop();
-        let mut data = Vec::with_capacity(images.len() * 3 * (ch * cw) as usize);
-        for img in images {
-            data.extend(self.pixels(img)?);
+        let mut data = Vec::with_capacity(frames.len() * 3 * (ch * cw) as usize);
+        match frames {
+            Frames::Rgb(images) => {
+                for img in images {
+                    data.extend(self.pixels(img)?);
+                }
+            }
+            Frames::I420(images) => {
+                for img in images {
+                    data.extend(self.pixels_i420(img)?);
+                }
+            }
         }
-        Ok(Tensor::from_vec(data, (images.len(), 3, ch as usize, cw as usize), device)?)
+        let t = Tensor::from_vec(data, (frames.len(), 3, ch as usize, cw as usize), device)?;
+        Ok(if dtype == DType::F32 { t } else { t.to_dtype(dtype)? })
+    }
+}
+
+/// A batch of frames to preprocess.
+#[derive(Debug, Clone, Copy)]
+pub enum Frames<'a> {
+    /// Packed RGB24 images.
+    Rgb(&'a [RgbImage]),
+    /// Planar YUV 4:2:0 frames.
+    I420(&'a [I420Image]),
+}
+
+impl Frames<'_> {
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        match self {
+            Frames::Rgb(f) => f.len(),
+            Frames::I420(f) => f.len(),
+        }
+    }
+
+    /// True for no frames.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The fused kernels' input: the format, the common size and every frame's bytes back to
+    /// back; `None` when the frames differ in size or are empty.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn packed(&self) -> Option<(shaders::PixelFormat, (u32, u32), Vec<u8>)> {
+        fn pack<I: Raw>(images: &[I]) -> Option<((u32, u32), Vec<u8>)> {
+            let size = images.first()?.size();
+            if size.0 == 0 || size.1 == 0 || images.iter().any(|i| i.size() != size) {
+                return None;
+            }
+            Some((size, images.iter().flat_map(|i| i.bytes().iter().copied()).collect()))
+        }
+        let (format, (size, bytes)) = match self {
+            Frames::Rgb(f) => (shaders::PixelFormat::Rgb24, pack(f)?),
+            Frames::I420(f) => (shaders::PixelFormat::I420, pack(f)?),
+        };
+        Some((format, size, bytes))
+    }
+}
+
+/// A frame's size and bytes, as the fused kernels take them.
+trait Raw {
+    fn size(&self) -> (u32, u32);
+    fn bytes(&self) -> &[u8];
+}
+
+impl Raw for RgbImage {
+    fn size(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+    fn bytes(&self) -> &[u8] {
+        self.as_raw()
+    }
+}
+
+impl Raw for I420Image {
+    fn size(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+    fn bytes(&self) -> &[u8] {
+        self.as_raw()
     }
 }
 
 #[cfg(feature = "cuda")]
 impl ImageProcessorConfig {
-    /// [`batch`](Self::batch) of same-sized frames on a CUDA device, in one fused kernel.
-    fn batch_cuda(&self, images: &[RgbImage], cuda: &candle_core::CudaDevice) -> Result<Tensor, PreprocessError> {
+    /// A batch of `frames` same-sized frames (`bytes`, in `format`) on a CUDA device, in one
+    /// fused kernel writing f32, or f16 for an f16 `dtype` (other dtypes are cast from f32).
+    fn tensor_cuda(
+        &self,
+        bytes: &[u8],
+        format: shaders::PixelFormat,
+        (w, h): (u32, u32),
+        frames: usize,
+        cuda: &candle_core::CudaDevice,
+        dtype: DType,
+    ) -> Result<Tensor, PreprocessError> {
+        use candle_core::{CudaStorage, Storage, op::BackpropOp};
         let wrap = candle_core::Error::wrap;
-        let (w, h) = images[0].dimensions();
         let (ch, cw) = self.crop();
-        let (plan, lut) = gpu_plan(self, w, h, images.len())?;
-        let rgb: Vec<u8> = images.iter().flat_map(|i| i.as_raw().iter().copied()).collect();
+        let (plan, lut) = gpu_plan(self, format, w, h, frames)?;
         let stream = cuda.cuda_stream();
-        let rgb = stream.clone_htod(&rgb).map_err(wrap)?;
+        let bytes = stream.clone_htod(bytes).map_err(wrap)?;
         let table = stream.clone_htod(&plan.table).map_err(wrap)?;
         let lut = stream.clone_htod(&lut).map_err(wrap)?;
         let params = kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32));
-        let out = kernels::cuda::preprocess_frames(cuda, &rgb.slice(..), &table.slice(..), &lut.slice(..), params)?;
-        let storage = candle_core::Storage::Cuda(candle_core::CudaStorage::wrap_cuda_slice(out, cuda.clone()));
-        let shape = (images.len(), 3, ch as usize, cw as usize);
-        Ok(Tensor::from_storage(storage, shape, candle_core::op::BackpropOp::none(), false))
+        let (bytes, table, lut) = (bytes.slice(..), table.slice(..), lut.slice(..));
+        let storage = if dtype == DType::F16 {
+            let out = kernels::cuda::preprocess_frames::<kernels::cuda::f16>(cuda, &bytes, &table, &lut, params)?;
+            CudaStorage::wrap_cuda_slice(out, cuda.clone())
+        } else {
+            let out = kernels::cuda::preprocess_frames::<f32>(cuda, &bytes, &table, &lut, params)?;
+            CudaStorage::wrap_cuda_slice(out, cuda.clone())
+        };
+        let shape = (frames, 3, ch as usize, cw as usize);
+        let t = Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false);
+        Ok(if t.dtype() == dtype { t } else { t.to_dtype(dtype)? })
     }
 }
 
@@ -354,10 +464,12 @@ pub fn gpu_tables(cfg: &ImageProcessorConfig, w: u32, h: u32) -> (shaders::AxisF
     (axis(w, rw), axis(h, rh), lut)
 }
 
-/// The GPU preprocess's launch plan for `frames` frames of `w`×`h` under `cfg`, and its value
-/// table: what the CUDA kernel takes ([`gpu_tables`] packed by `shaders::preprocess::plan`).
+/// The GPU preprocess's launch plan for `frames` frames of `w`×`h` in `format` under `cfg`, and
+/// its value table: what the CUDA kernel takes ([`gpu_tables`] packed by
+/// `shaders::preprocess::plan`).
 pub fn gpu_plan(
     cfg: &ImageProcessorConfig,
+    format: shaders::PixelFormat,
     w: u32,
     h: u32,
     frames: usize,
@@ -365,6 +477,7 @@ pub fn gpu_plan(
     let (horizontal, vertical, lut) = gpu_tables(cfg, w, h);
     let (crop_h, crop_w) = cfg.crop();
     let p = shaders::FramePreprocess {
+        format,
         width: w as usize,
         height: h as usize,
         horizontal: &horizontal,
@@ -373,7 +486,7 @@ pub fn gpu_plan(
         crop_h: crop_h as usize,
         lut: &lut,
     };
-    let plan = shaders::preprocess::plan(frames * (w * h * 3) as usize, frames, &p)
+    let plan = shaders::preprocess::plan(frames * format.frame_bytes(w as usize, h as usize), frames, &p)
         .map_err(|e| PreprocessError::Unsupported(e.to_string()))?;
     Ok((plan, lut))
 }
@@ -459,6 +572,36 @@ mod tests {
         let c = center_crop(&img, 2, 2);
         assert_eq!(c.get_pixel(0, 0).0, [2, 1, 0]);
         assert_eq!(c.get_pixel(1, 1).0, [3, 2, 0]);
+    }
+
+    #[test]
+    fn tensor_stacks_rgb_and_i420_frames_in_the_asked_dtype() {
+        let cfg = ImageProcessorConfig::square(16);
+        let rgb: Vec<RgbImage> = (0..2u8)
+            .map(|f| RgbImage::from_fn(23, 17, |x, y| image::Rgb([x as u8 * 11 + f, y as u8 * 15, 90 + f * 40])))
+            .collect();
+        let yuv: Vec<I420Image> = rgb.iter().map(|i| I420Image::from_rgb(i).unwrap()).collect();
+        let t = cfg.tensor(Frames::I420(&yuv), &Device::Cpu, DType::F16).unwrap();
+        assert_eq!((t.dims(), t.dtype()), (&[2, 3, 16, 16][..], DType::F16));
+        let want: Vec<half::f16> =
+            yuv.iter().flat_map(|i| cfg.pixels_i420(i).unwrap()).map(half::f16::from_f32).collect();
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<half::f16>().unwrap(), want);
+        let t = cfg.batch(&rgb, &Device::Cpu).unwrap();
+        let want: Vec<f32> = rgb.iter().flat_map(|i| cfg.pixels(i).unwrap()).collect();
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        assert!(matches!(cfg.batch_i420(&[], &Device::Cpu), Err(PreprocessError::Empty(_))));
+    }
+
+    #[test]
+    fn only_same_sized_frames_are_packed_for_the_kernels() {
+        let a = RgbImage::from_pixel(4, 2, image::Rgb([1, 2, 3]));
+        let b = RgbImage::from_pixel(2, 4, image::Rgb([4, 5, 6]));
+        let (format, size, bytes) = Frames::Rgb(&[a.clone(), a.clone()]).packed().unwrap();
+        assert_eq!((format, size, bytes.len()), (shaders::PixelFormat::Rgb24, (4, 2), 48));
+        assert!(Frames::Rgb(&[a, b]).packed().is_none());
+        let y = I420Image::new(3, 3, (0..17).collect()).unwrap();
+        let (format, size, bytes) = Frames::I420(&[y.clone(), y]).packed().unwrap();
+        assert_eq!((format, size, bytes[17..].to_vec()), (shaders::PixelFormat::I420, (3, 3), (0..17).collect()));
     }
 
     #[test]
