@@ -340,7 +340,7 @@ pub fn set_poison(on: bool) {
 }
 
 /// A float element a kernel writes, and its NaN (the poison).
-pub trait Element: DeviceRepr + Copy {
+pub trait Element: DeviceRepr + Copy + 'static {
     /// Not a number.
     const NAN: Self;
 }

@@ -274,7 +274,7 @@ fn main() -> Res<()> {
         let (bg, tg, lg) = (s.clone_htod(&bytes)?, s.clone_htod(&plan.table)?, s.clone_htod(&lut)?);
         let p = kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32));
         let g = gpu_ms(&gpu, reps, || {
-            Ok(drop(kernels::cuda::preprocess_frames(&cuda, &bg.slice(..), &tg.slice(..), &lg.slice(..), p)?))
+            Ok(drop(kernels::cuda::preprocess_frames::<f32>(&cuda, &bg.slice(..), &tg.slice(..), &lg.slice(..), p)?))
         })?;
         let cpu = match format {
             shaders::PixelFormat::Rgb24 => {
@@ -284,8 +284,19 @@ fn main() -> Res<()> {
                 cpu_ms(3, || Ok(drop(yuv.iter().map(|i| cfg.pixels_i420(i).unwrap()).collect::<Vec<_>>())))?
             }
         };
-        let name = format!("preprocess_frames {format:?}");
-        row(&name, &format!("{frames}× 1280×720 → 224²"), bytes.len() + plan.total() * 12, g, cpu);
+        let size = format!("{frames}× 1280×720 → 224²");
+        row(&format!("preprocess_frames {format:?}"), &size, bytes.len() + plan.total() * 12, g, cpu);
+        let g = gpu_ms(&gpu, reps, || {
+            let out = kernels::cuda::preprocess_frames::<kernels::cuda::f16>(
+                &cuda,
+                &bg.slice(..),
+                &tg.slice(..),
+                &lg.slice(..),
+                p,
+            )?;
+            Ok(drop(out))
+        })?;
+        row(&format!("preprocess_frames_f16 {format:?}"), &size, bytes.len() + plan.total() * 6, g, f64::NAN);
     }
 
     // 3. Models, GPU against CPU.
