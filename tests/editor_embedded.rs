@@ -29,11 +29,17 @@ struct Harness {
 impl Harness {
     /// A fleet whose worker loads the tiny CLIP; `safety` is the concepts file's JSON, if any.
     async fn start(dir: tempfile::TempDir, safety: Option<Value>) -> Harness {
-        Self::start_with(dir, safety, None).await
+        Self::start_with(dir, safety, None, false).await
     }
 
-    /// As [`start`](Self::start), signing outputs with `c2pa` (chain, key) when given.
-    async fn start_with(dir: tempfile::TempDir, safety: Option<Value>, c2pa: Option<(PathBuf, PathBuf)>) -> Harness {
+    /// As [`start`](Self::start), signing outputs with `c2pa` (chain, key) when given, and
+    /// running CLIP in f16 when `clip_f16`.
+    async fn start_with(
+        dir: tempfile::TempDir,
+        safety: Option<Value>,
+        c2pa: Option<(PathBuf, PathBuf)>,
+        clip_f16: bool,
+    ) -> Harness {
         worker::models::clip::init_tiny(&dir.path().join("clip"), 6).unwrap();
         let safety_concepts = safety.map(|v| {
             let p = dir.path().join("concepts.json");
@@ -45,6 +51,7 @@ impl Harness {
             scratch_dir: dir.path().join("scratch"),
             allow_local_media: true,
             clip: Some(dir.path().join("clip")),
+            clip_f16,
             safety_concepts,
             c2pa: c2pa.map(|(c, k)| (c, k, "es256".to_owned())),
             ..Default::default()
@@ -93,12 +100,23 @@ fn sample(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_media_fetched_by_the_runtime_steer_the_clips() {
+    history_steers_the_clips(false).await;
+}
+
+/// The same selection with CLIP in f16 (`--clip-f16`): weights, activations and the
+/// preprocessed frames in half precision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_steers_the_clips_with_clip_in_f16() {
+    history_steers_the_clips(true).await;
+}
+
+async fn history_steers_the_clips(clip_f16: bool) {
     let dir = tempfile::tempdir().unwrap();
     let src = sample(dir.path());
     let liked = dir.path().join("liked.jpg");
     let frame = worker::samples::sample_frame(256, 144, 5.0, 8.0, 4);
     std::fs::write(&liked, worker::media::encode_jpeg(&frame, 95).unwrap()).unwrap();
-    let mut h = Harness::start(dir, None).await;
+    let mut h = Harness::start_with(dir, None, None, clip_f16).await;
     let r = h
         .run(json!({
             "v": 1, "kind": "edit", "job_id": "h1", "tenant": "t1", "source": format!("file://{}", src.display()),
@@ -148,7 +166,7 @@ async fn stored_outputs_carry_content_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let src = sample(dir.path());
     let (chain, key, ca) = common::certificates(dir.path());
-    let mut h = Harness::start_with(dir, None, Some((chain, key))).await;
+    let mut h = Harness::start_with(dir, None, Some((chain, key)), false).await;
     let r = h
         .run(json!({
             "v": 1, "kind": "edit", "job_id": "p1", "tenant": "t1", "source": format!("file://{}", src.display()),

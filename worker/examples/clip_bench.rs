@@ -2,7 +2,7 @@
 //! preprocessing + batched embedding) on a synthetic 720p video, side by side with decoding
 //! alone (the ffmpeg CLI, and our decoder without a model), for the tiny CLIP and a
 //! ViT-B/32-sized one (random weights: the same arithmetic as openai/clip-vit-base-patch32).
-//! Also the split of one batch's time between preprocessing and the network.
+//! Also the split of one batch's time between preprocessing and the network, in f32 and in f16.
 //!
 //! `cargo run --profile dev -p reelforge-worker --example clip_bench -- [SECONDS] [RUNS]`
 //! (defaults 60 s, 3 runs; medians are reported).
@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use timing::time;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use worker::media::{self, MediaLimits};
 use worker::models::clip::{self, Clip, ClipConfig};
+use worker::models::preprocess::Frames;
 use worker::pipeline::edit::{ANALYSIS_FPS, FrameAnalysis};
 use worker::pipeline::{JobContext, NoProgress};
 
@@ -64,7 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             model.batch,
             frames / full
         );
-        split.push((name, batch_split(&model, runs)));
+        split.push((format!("{name} f32"), batch_split(&model, runs)));
+        let half = Clip::load_as(&dir, &Device::Cpu, DType::F16)?;
+        split.push((format!("{name} f16 (`--clip-f16`)"), batch_split(&half, runs)));
     }
     println!();
     println!("| one batch of 16 frames (398x224) | preprocess ms | network ms |");
@@ -78,10 +81,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Median time to preprocess a batch of 16 decoded-size frames, and to run the network on it.
 fn batch_split(model: &Clip, runs: usize) -> (f64, f64) {
     let frames: Vec<_> = (0..16).map(|i| worker::samples::sample_frame(398, 224, i as f64 * 0.25, 60.0, 6)).collect();
+    let batch = || model.processor().tensor(Frames::Rgb(&frames), &Device::Cpu, model.dtype()).unwrap();
     let pre = time(runs, || {
-        model.processor().batch(&frames, &Device::Cpu).unwrap();
+        batch();
     });
-    let pixels = model.processor().batch(&frames, &Device::Cpu).unwrap();
+    let pixels = batch();
     let net = time(runs, || {
         model.embed_pixels(&pixels).unwrap();
     });

@@ -113,6 +113,29 @@ fn tiny_dir() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 #[test]
+fn tiny_clip_in_half_precision_agrees_with_f32() {
+    let (_tmp, dir) = tiny_dir();
+    let full = Clip::load(&dir, &Device::Cpu).unwrap();
+    let images = [pattern(96, 64), RgbImage::from_fn(80, 80, |x, y| image::Rgb([(x * 3) as u8, (y * 3) as u8, 90]))];
+    let want = full.embed_images(&images).unwrap();
+    let text_want = full.embed_text("a surfer on a wave").unwrap();
+    let half = Clip::load_as(&dir, &Device::Cpu, DType::F16).unwrap();
+    assert_eq!(half.dtype(), DType::F16);
+    let got = half.embed_images(&images).unwrap();
+    let mut worst = 1f32;
+    for (g, w) in got.iter().zip(&want) {
+        assert_ne!(g, w, "f16 rounds differently from f32");
+        worst = worst.min(clip::cosine(g, w));
+    }
+    assert!(worst > 0.995, "f16 image embeddings: worst cosine {worst} to f32");
+    let c = clip::cosine(&half.embed_text("a surfer on a wave").unwrap(), &text_want);
+    assert!(c > 0.995, "f16 text embedding: cosine {c} to f32");
+    for dtype in [DType::BF16, DType::U8] {
+        assert!(matches!(Clip::load_as(&dir, &Device::Cpu, dtype), Err(ClipError::Unsupported(_))), "{dtype:?}");
+    }
+}
+
+#[test]
 fn tiny_clip_loads_and_embeds_deterministically() {
     let (_tmp, dir) = tiny_dir();
     for f in ["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"] {

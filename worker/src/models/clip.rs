@@ -18,7 +18,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::diffusion::SeededNoise;
-use super::preprocess::{ImageProcessorConfig, PreprocessError};
+use super::preprocess::{Frames, ImageProcessorConfig, PreprocessError};
 
 /// Weights file of a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -297,6 +297,8 @@ pub struct Clip {
     config: ClipConfig,
     processor: ImageProcessorConfig,
     device: Device,
+    /// The weights' and activations' float type.
+    dtype: DType,
     /// Images per forward pass.
     pub batch: usize,
     /// A short name for results and logs (the directory name).
@@ -313,8 +315,20 @@ impl std::fmt::Debug for Clip {
 const REQUIRED_WEIGHTS: &[&str] = &["vision_model.embeddings.class_embedding"];
 
 impl Clip {
-    /// Loads a checkpoint directory on `device`.
+    /// Loads a checkpoint directory on `device`, in f32.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ClipError> {
+        Self::load_as(dir, device, DType::F32)
+    }
+
+    /// Loads a checkpoint directory on `device`, its weights cast to `dtype` (f32 or f16; on a
+    /// CUDA device f16 halves the memory traffic and runs the matmuls on tensor cores; candle's
+    /// CPU backend has no bf16 matmul, so bf16 is not offered).
+    /// Images are preprocessed straight to `dtype`; candle's attention computes its softmax
+    /// in f32 whatever the dtype, and embeddings come back as f32.
+    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ClipError> {
+        if !matches!(dtype, DType::F32 | DType::F16) {
+            return Err(ClipError::Unsupported(format!("{dtype:?} weights (f32 or f16)")));
+        }
         let config = ClipConfig::load(dir)?;
         let candle_cfg = config.to_candle()?;
         let weights_path = dir.join(WEIGHTS_FILE);
@@ -341,15 +355,21 @@ impl Clip {
             // A processor that does not match the network would fail inside the patch embedding.
             processor = ImageProcessorConfig::square(config.vision_config.image_size as u32);
         }
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let model = ct::ClipModel::new(vb, &candle_cfg)?;
         let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
-        Ok(Clip { model, tokenizer, eot_id, config, processor, device: device.clone(), batch: DEFAULT_BATCH, id })
+        let device = device.clone();
+        Ok(Clip { model, tokenizer, eot_id, config, processor, device, dtype, batch: DEFAULT_BATCH, id })
     }
 
     /// The checkpoint's configuration.
     pub fn config(&self) -> &ClipConfig {
         &self.config
+    }
+
+    /// The weights' float type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The image preprocessing in use.
@@ -366,7 +386,7 @@ impl Clip {
     pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClipError> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch.max(1)) {
-            let pixels = self.processor.batch(chunk, &self.device)?;
+            let pixels = self.processor.tensor(Frames::Rgb(chunk), &self.device, self.dtype)?;
             out.extend(self.embed_pixels(&pixels)?);
         }
         Ok(out)
@@ -384,16 +404,17 @@ impl Clip {
         };
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch.max(1)) {
-            let pixels = self.processor.batch(chunk, &self.device)?;
+            let pixels = self.processor.tensor(Frames::Rgb(chunk), &self.device, self.dtype)?;
             let features = batcher.run(vec![pixels])?;
             out.extend(normalised_rows(&features)?);
         }
         Ok(out)
     }
 
-    /// L2-normalised embeddings of an already preprocessed `(N, 3, H, W)` batch.
+    /// L2-normalised embeddings of an already preprocessed `(N, 3, H, W)` batch (cast to the
+    /// model's dtype if it is not in it).
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
-        let features = self.model.get_image_features(pixels)?;
+        let features = self.model.get_image_features(&pixels.to_dtype(self.dtype)?)?;
         normalised_rows(&features)
     }
 
