@@ -334,6 +334,22 @@ fn main() -> Res<()> {
         batch as f64 / (cpu * 1e-3),
         cpu / g
     );
+    // `--clip-f16`: the tower in f16 on the GPU against f32 on the CPU (images/s, and the
+    // worst cosine between the two embeddings of a frame).
+    let on_gpu_f16 = Clip::load_as(&dir, &gpu, DType::F16)?;
+    let got = on_gpu_f16.embed_images(&frames)?;
+    let want = on_cpu.embed_images(&frames)?;
+    let worst = got.iter().zip(&want).map(|(g, w)| clip::cosine(g, w)).fold(1f32, f32::min);
+    let ok = worst > 0.995;
+    checks.failed += usize::from(!ok);
+    let g = cpu_ms(reps.min(10), || Ok(drop(on_gpu_f16.embed_images(&frames)?)))?;
+    println!(
+        "| CLIP ViT-B/32 embed_images in f16 (`--clip-f16`), batch {batch} (images/s, host clock) | {:.0} | {:.1} | {:.0}× | worst cosine to f32 {worst:.4} ({}) |",
+        batch as f64 / (g * 1e-3),
+        batch as f64 / (cpu * 1e-3),
+        cpu / g,
+        if ok { "ok" } else { "FAIL" }
+    );
     let mcfg = if quick { McvdConfig::tiny() } else { McvdConfig::smmnist() };
     let (varmap, model_cpu) = worker::models::mcvd::init_model(&mcfg, 0)?;
     let tensors = varmap_tensors(&varmap)?
