@@ -70,7 +70,9 @@ fn arch(dev: &CudaDevice) -> Result<&'static str> {
 /// process (shared, not copied, on later calls). Needs NVRTC only, no driver or device
 /// (`nvrtc_check` runs it on a CPU machine).
 pub fn ptx(src: &Source, arch: &'static str) -> Result<Arc<str>> {
-    static CACHE: OnceLock<Mutex<HashMap<(&'static str, &'static str), Arc<str>>>> = OnceLock::new();
+    /// PTX per (module, architecture).
+    type Cache = Mutex<HashMap<(&'static str, &'static str), Arc<str>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().expect("ptx cache poisoned");
     if let Some(p) = cache.get(&(src.module, arch)) {
         return Ok(p.clone());

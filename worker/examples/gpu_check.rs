@@ -65,7 +65,10 @@ fn flat(t: &Tensor) -> Res<Vec<f32>> {
 }
 
 /// Median milliseconds of `f` on the device's stream, by CUDA events, after a warm-up call.
-fn gpu_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+fn gpu_ms<T, E>(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<T, E>) -> Res<f64>
+where
+    Box<dyn std::error::Error>: From<E>,
+{
     let stream = dev.as_cuda_device()?.cuda_stream();
     f()?;
     let mut v = Vec::with_capacity(reps);
@@ -79,7 +82,10 @@ fn gpu_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64>
 }
 
 /// Median milliseconds of `f` by the host clock.
-fn cpu_ms(reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+fn cpu_ms<T, E>(reps: usize, mut f: impl FnMut() -> Result<T, E>) -> Res<f64>
+where
+    Box<dyn std::error::Error>: From<E>,
+{
     let mut v = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
@@ -195,12 +201,12 @@ fn main() -> Res<()> {
     let copy_n = if quick { 1 << 24 } else { 1 << 28 };
     let src = cuda.cuda_stream().alloc_zeros::<f32>(copy_n)?;
     let mut dst = cuda.cuda_stream().alloc_zeros::<f32>(copy_n)?;
-    let copy_ms = gpu_ms(&gpu, reps, || Ok(cuda.memcpy_dtod(&src, &mut dst)?))?;
+    let copy_ms = gpu_ms(&gpu, reps, || cuda.memcpy_dtod(&src, &mut dst))?;
     let roof = 2.0 * (copy_n * 4) as f64 / (copy_ms * 1e-3) / 1e9;
     drop((src, dst));
     println!(
         "\ndevice-to-device copy of {} MiB: {copy_ms:.3} ms, {roof:.0} GB/s (bytes read + written)",
-        copy_n * 4 >> 20
+        (copy_n * 4) >> 20
     );
     println!("\n| op | size | GPU ms | GB/s | % of copy | CPU ms | speed-up |\n|---|---|---:|---:|---:|---:|---:|");
     let row = |op: &str, size: &str, bytes: usize, g: f64, c: f64| {
@@ -211,25 +217,25 @@ fn main() -> Res<()> {
     let x = Tensor::from_vec(normals(&mut rng, n * c * hw * hw, 1.0), (n, c, hw, hw), &Device::Cpu)?;
     let a = Tensor::ones((n, c), DType::F32, &Device::Cpu)?;
     let (xg, ag) = (x.to_device(&gpu)?, a.to_device(&gpu)?);
-    let g = gpu_ms(&gpu, reps, || Ok(drop(kernels::group_norm_silu(&xg, &ag, &ag, 32, 1e-6)?)))?;
-    let cpu = cpu_ms(3, || Ok(drop(kernels::group_norm_silu(&x, &a, &a, 32, 1e-6)?)))?;
+    let g = gpu_ms(&gpu, reps, || kernels::group_norm_silu(&xg, &ag, &ag, 32, 1e-6))?;
+    let cpu = cpu_ms(3, || kernels::group_norm_silu(&x, &a, &a, 32, 1e-6))?;
     row("group_norm_silu", &format!("{n}×{c}×{hw}×{hw}"), 2 * x.elem_count() * 4, g, cpu);
     let len = if quick { 1 << 22 } else { 1 << 26 };
     let x = Tensor::from_vec(normals(&mut rng, len, 1.0), len, &Device::Cpu)?;
     let xg = x.to_device(&gpu)?;
-    let g = gpu_ms(&gpu, reps, || Ok(drop(kernels::ddim_step(&xg, &xg, 0.3, Some(0.5))?)))?;
-    let cpu = cpu_ms(3, || Ok(drop(kernels::ddim_step(&x, &x, 0.3, Some(0.5))?)))?;
+    let g = gpu_ms(&gpu, reps, || kernels::ddim_step(&xg, &xg, 0.3, Some(0.5)))?;
+    let cpu = cpu_ms(3, || kernels::ddim_step(&x, &x, 0.3, Some(0.5)))?;
     row("ddim_step", &format!("{len}"), 3 * len * 4, g, cpu);
-    let g = gpu_ms(&gpu, reps, || Ok(drop(kernels::ddpm_step(&xg, &xg, Some(&xg), 0.3, Some(0.5))?)))?;
-    let cpu = cpu_ms(3, || Ok(drop(kernels::ddpm_step(&x, &x, Some(&x), 0.3, Some(0.5))?)))?;
+    let g = gpu_ms(&gpu, reps, || kernels::ddpm_step(&xg, &xg, Some(&xg), 0.3, Some(0.5)))?;
+    let cpu = cpu_ms(3, || kernels::ddpm_step(&x, &x, Some(&x), 0.3, Some(0.5)))?;
     row("ddpm_step", &format!("{len}"), 4 * len * 4, g, cpu);
     let (n, c, hw) = if quick { (2, 64, 32) } else { (16, 128, 64) };
     let x = Tensor::from_vec(normals(&mut rng, n * c * hw * hw, 1.0), (n, c, hw, hw), &Device::Cpu)?;
     let xg = x.to_device(&gpu)?;
     let k = upfirdn::kernel_2d(&FIR_KERNEL, 4.0);
     let up = Resample::up2(4).fir();
-    let g = gpu_ms(&gpu, reps, || Ok(drop(kernels::upfirdn2d(&xg, &k, 4, up)?)))?;
-    let cpu = cpu_ms(3, || Ok(drop(upfirdn::upsample_2d(&x)?)))?;
+    let g = gpu_ms(&gpu, reps, || kernels::upfirdn2d(&xg, &k, 4, up))?;
+    let cpu = cpu_ms(3, || upfirdn::upsample_2d(&x))?;
     row("upfirdn2d up×2", &format!("{n}×{c}×{hw}×{hw}"), 5 * x.elem_count() * 4, g, cpu);
     let side = if quick { 1024 } else { 4096 };
     let luma: Vec<f32> = (0..side * side).map(|_| rng.uniform() as f32 * 255.0).collect();
@@ -238,7 +244,7 @@ fn main() -> Res<()> {
     let s = cuda.cuda_stream();
     let (pg, ag) = (s.clone_htod(&luma)?, s.clone_htod(&amps)?);
     let g = gpu_ms(&gpu, reps, || {
-        Ok(drop(kernels::cuda::dct_embed(&cuda, &pg.slice(..), side, side, &ag.slice(..), &basis_g.slice(..))?))
+        kernels::cuda::dct_embed(&cuda, &pg.slice(..), side, side, &ag.slice(..), &basis_g.slice(..))
     })?;
     let cpu = cpu_ms(3, || {
         let mut out = luma.clone();
@@ -254,11 +260,11 @@ fn main() -> Res<()> {
                 }
             }
         }
-        Ok(drop(out))
+        Res::Ok(out)
     })?;
     row("dct_embed", &format!("{side}×{side}"), (2 * side * side + slots) * 4, g, cpu);
     let g = gpu_ms(&gpu, reps, || {
-        Ok(drop(kernels::cuda::dct_correlate(&cuda, &pg.slice(..), side, side, &ag.slice(..), &basis_g.slice(..))?))
+        kernels::cuda::dct_correlate(&cuda, &pg.slice(..), side, side, &ag.slice(..), &basis_g.slice(..))
     })?;
     row("dct_correlate", &format!("{side}×{side}"), (side * side + 2 * slots) * 4, g, f64::NAN);
     let frames = if quick { 4 } else { 32 };
@@ -274,27 +280,26 @@ fn main() -> Res<()> {
         let (bg, tg, lg) = (s.clone_htod(&bytes)?, s.clone_htod(&plan.table)?, s.clone_htod(&lut)?);
         let p = kernels::cuda::PreprocessPlan(plan.params.map(|v| v as i32));
         let g = gpu_ms(&gpu, reps, || {
-            Ok(drop(kernels::cuda::preprocess_frames::<f32>(&cuda, &bg.slice(..), &tg.slice(..), &lg.slice(..), p)?))
+            kernels::cuda::preprocess_frames::<f32>(&cuda, &bg.slice(..), &tg.slice(..), &lg.slice(..), p)
         })?;
         let cpu = match format {
             shaders::PixelFormat::Rgb24 => {
-                cpu_ms(3, || Ok(drop(images.iter().map(|i| cfg.pixels(i).unwrap()).collect::<Vec<_>>())))?
+                cpu_ms(3, || images.iter().map(|i| cfg.pixels(i)).collect::<Result<Vec<_>, _>>())?
             }
             shaders::PixelFormat::I420 => {
-                cpu_ms(3, || Ok(drop(yuv.iter().map(|i| cfg.pixels_i420(i).unwrap()).collect::<Vec<_>>())))?
+                cpu_ms(3, || yuv.iter().map(|i| cfg.pixels_i420(i)).collect::<Result<Vec<_>, _>>())?
             }
         };
         let size = format!("{frames}× 1280×720 → 224²");
         row(&format!("preprocess_frames {format:?}"), &size, bytes.len() + plan.total() * 12, g, cpu);
         let g = gpu_ms(&gpu, reps, || {
-            let out = kernels::cuda::preprocess_frames::<kernels::cuda::f16>(
+            kernels::cuda::preprocess_frames::<kernels::cuda::f16>(
                 &cuda,
                 &bg.slice(..),
                 &tg.slice(..),
                 &lg.slice(..),
                 p,
-            )?;
-            Ok(drop(out))
+            )
         })?;
         row(&format!("preprocess_frames_f16 {format:?}"), &size, bytes.len() + plan.total() * 6, g, f64::NAN);
     }
@@ -311,8 +316,8 @@ fn main() -> Res<()> {
     let want: Vec<f32> = on_cpu.embed_pixels(&pixels)?.concat();
     let got: Vec<f32> = on_gpu.embed_pixels(&pixels_g)?.concat();
     let e = rel_err(&got, &want);
-    let g = gpu_ms(&gpu, reps, || Ok(drop(on_gpu.embed_pixels(&pixels_g)?)))?;
-    let cpu = cpu_ms(3, || Ok(drop(on_cpu.embed_pixels(&pixels)?)))?;
+    let g = gpu_ms(&gpu, reps, || on_gpu.embed_pixels(&pixels_g))?;
+    let cpu = cpu_ms(3, || on_cpu.embed_pixels(&pixels))?;
     println!(
         "| CLIP ViT-B/32 image tower, batch {batch} (images/s) | {:.0} | {:.1} | {:.0}× | {e:.1e} |",
         batch as f64 / (g * 1e-3),
@@ -326,8 +331,8 @@ fn main() -> Res<()> {
     let got: Vec<f32> = on_gpu.embed_images(&frames)?.concat();
     let e = rel_err(&got, &want);
     checks.failed += usize::from(e > 1e-3);
-    let g = cpu_ms(reps.min(10), || Ok(drop(on_gpu.embed_images(&frames)?)))?;
-    let cpu = cpu_ms(3, || Ok(drop(on_cpu.embed_images(&frames)?)))?;
+    let g = cpu_ms(reps.min(10), || on_gpu.embed_images(&frames))?;
+    let cpu = cpu_ms(3, || on_cpu.embed_images(&frames))?;
     println!(
         "| CLIP ViT-B/32 embed_images (640×360 frames: preprocess + tower), batch {batch} (images/s, host clock) | {:.0} | {:.1} | {:.0}× | {e:.1e} |",
         batch as f64 / (g * 1e-3),
@@ -342,7 +347,7 @@ fn main() -> Res<()> {
     let worst = got.iter().zip(&want).map(|(g, w)| clip::cosine(g, w)).fold(1f32, f32::min);
     let ok = worst > 0.995;
     checks.failed += usize::from(!ok);
-    let g = cpu_ms(reps.min(10), || Ok(drop(on_gpu_f16.embed_images(&frames)?)))?;
+    let g = cpu_ms(reps.min(10), || on_gpu_f16.embed_images(&frames))?;
     println!(
         "| CLIP ViT-B/32 embed_images in f16 (`--clip-f16`), batch {batch} (images/s, host clock) | {:.0} | {:.1} | {:.0}× | worst cosine to f32 {worst:.4} ({}) |",
         batch as f64 / (g * 1e-3),
@@ -390,7 +395,7 @@ fn main() -> Res<()> {
     let block = |m: &worker::models::mcvd::Mcvd| -> Res<Vec<f32>> {
         let d = Diffusion::new(m, SamplerKind::Ddim, steps);
         let cond = d.conditioning(None, None)?;
-        Ok(flat(&d.sample_block(&cond, None, &mut SeededNoise::new(3))?)?)
+        flat(&d.sample_block(&cond, None, &mut SeededNoise::new(3))?)
     };
     let t0 = Instant::now();
     let want = block(&model_cpu)?;

@@ -93,7 +93,7 @@ fn concurrent_analyses_share_clip_forwards_and_embed_what_they_would_alone() {
         }
     }
     let sizes = sizes.lock().unwrap();
-    assert!(sizes.iter().any(|&n| n == 2), "two analyses share forwards: {sizes:?}");
+    assert!(sizes.contains(&2), "two analyses share forwards: {sizes:?}");
 }
 
 #[test]

@@ -191,7 +191,7 @@ fn concurrent_jobs_share_batched_forwards_and_sample_what_they_would_alone() {
     let sizes = sizes.lock().unwrap();
     // 8 frames = 2 blocks of 4 frames × 3 steps per job: 6 calls each, 18 in all.
     assert_eq!(sizes.iter().sum::<usize>(), 18);
-    assert!(sizes.iter().any(|&n| n == 3), "three jobs sampling at once share forwards: {sizes:?}");
+    assert!(sizes.contains(&3), "three jobs sampling at once share forwards: {sizes:?}");
 }
 
 #[test]
