@@ -130,45 +130,10 @@ fn int(what: &str, v: usize) -> Result<i32> {
     }
 }
 
-/// The scalar parameters of `ddim_step` (by value, as the kernel's `Ddim`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct DdimParams {
-    /// √(1−ᾱ).
-    pub s1: f32,
-    /// 1/√ᾱ.
-    pub inv_sa: f32,
-    /// √ᾱ.
-    pub sa: f32,
-    /// 1/√(1−ᾱ).
-    pub inv_s1: f32,
-    /// √ᾱ_prev.
-    pub sa_prev: f32,
-    /// √(1−ᾱ_prev).
-    pub s1_prev: f32,
-}
-// SAFETY: plain `repr(C)` f32s, the layout of the kernel's struct.
-unsafe impl DeviceRepr for DdimParams {}
-
-/// The scalar parameters of `ddpm_step` (by value, as the kernel's `Ddpm`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct DdpmParams {
-    /// √(1−ᾱ).
-    pub s1: f32,
-    /// 1/√ᾱ.
-    pub inv_sa: f32,
-    /// The posterior mean's x₀ coefficient.
-    pub c_x0: f32,
-    /// The posterior mean's x_t coefficient.
-    pub c_x: f32,
-    /// The posterior standard deviation.
-    pub sigma: f32,
-    /// 1 to add `noise · sigma` (every step but the last).
-    pub noisy: i32,
-}
-// SAFETY: plain `repr(C)` scalars, the layout of the kernel's struct.
-unsafe impl DeviceRepr for DdpmParams {}
+// SAFETY: plain `repr(C)` f32s, the layout of the kernel's struct `Ddim`.
+unsafe impl DeviceRepr for crate::sampler::DdimStep {}
+// SAFETY: plain `repr(C)` scalars, the layout of the kernel's struct `Ddpm`.
+unsafe impl DeviceRepr for crate::sampler::DdpmStep {}
 
 /// The frame preprocess's plan (by value, as the kernel's `Plan`): the 18 words of
 /// `shaders::preprocess::Plan::params`, in the same order (the last is the pixel format: 0

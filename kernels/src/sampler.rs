@@ -45,7 +45,7 @@ pub fn ddpm_step(
         c_x0: (a_prev.sqrt() * beta / (1.0 - a)) as f32,
         c_x: ((1.0 - beta).sqrt() * (1.0 - a_prev) / (1.0 - a)) as f32,
         sigma: (beta * (1.0 - a_prev) / (1.0 - a)).sqrt() as f32,
-        noisy,
+        noisy: i32::from(noisy),
     };
     let noise = match (noisy, noise) {
         (true, Some(n)) => n,
@@ -68,13 +68,22 @@ fn same(op: &str, a: &Layout, b: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// The candle op behind [`ddim_step`].
-struct DdimStep {
+/// The candle op behind [`ddim_step`], and the CUDA kernel's parameters (by value, as its
+/// struct `Ddim`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DdimStep {
+    /// √(1−ᾱ).
     s1: f32,
+    /// 1/√ᾱ.
     inv_sa: f32,
+    /// √ᾱ.
     sa: f32,
+    /// 1/√(1−ᾱ).
     inv_s1: f32,
+    /// √ᾱ_prev.
     sa_prev: f32,
+    /// √(1−ᾱ_prev).
     s1_prev: f32,
 }
 
@@ -107,37 +116,38 @@ impl CustomOp2 for DdimStep {
         le: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         same("ddim-step", lx, le)?;
-        let p = crate::cuda::DdimParams {
-            s1: self.s1,
-            inv_sa: self.inv_sa,
-            sa: self.sa,
-            inv_s1: self.inv_s1,
-            sa_prev: self.sa_prev,
-            s1_prev: self.s1_prev,
-        };
         let dev = x.device.clone();
         let vec = crate::cuda::vectorisable(&[lx, le]);
         let (x, e) = (crate::cuda::view(x, lx)?, crate::cuda::view(e, le)?);
-        let out = crate::cuda::elementwise(&dev, "ddim_step", &[&x, &e], vec, &p)?;
+        let out = crate::cuda::elementwise(&dev, "ddim_step", &[&x, &e], vec, self)?;
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev), lx.shape().clone()))
     }
 }
 
-/// The candle op behind [`ddpm_step`].
-struct DdpmStep {
+/// The candle op behind [`ddpm_step`], and the CUDA kernel's parameters (by value, as its
+/// struct `Ddpm`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DdpmStep {
+    /// √(1−ᾱ).
     s1: f32,
+    /// 1/√ᾱ.
     inv_sa: f32,
+    /// The posterior mean's x₀ coefficient.
     c_x0: f32,
+    /// The posterior mean's x_t coefficient.
     c_x: f32,
+    /// The posterior standard deviation.
     sigma: f32,
-    noisy: bool,
+    /// 1 to add `noise · sigma` (every step but the last).
+    noisy: i32,
 }
 
 impl DdpmStep {
     fn one(&self, x: f32, e: f32, z: f32) -> f32 {
         let x0 = ((x - e * self.s1) * self.inv_sa).clamp(-1.0, 1.0);
         let mean = x0 * self.c_x0 + x * self.c_x;
-        if self.noisy { mean + z * self.sigma } else { mean }
+        if self.noisy != 0 { mean + z * self.sigma } else { mean }
     }
 }
 
@@ -178,18 +188,10 @@ impl CustomOp3 for DdpmStep {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         same("ddpm-step", lx, le)?;
         same("ddpm-step", lx, lz)?;
-        let p = crate::cuda::DdpmParams {
-            s1: self.s1,
-            inv_sa: self.inv_sa,
-            c_x0: self.c_x0,
-            c_x: self.c_x,
-            sigma: self.sigma,
-            noisy: i32::from(self.noisy),
-        };
         let dev = x.device.clone();
         let vec = crate::cuda::vectorisable(&[lx, le, lz]);
         let (x, e, z) = (crate::cuda::view(x, lx)?, crate::cuda::view(e, le)?, crate::cuda::view(z, lz)?);
-        let out = crate::cuda::elementwise(&dev, "ddpm_step", &[&x, &e, &z], vec, &p)?;
+        let out = crate::cuda::elementwise(&dev, "ddpm_step", &[&x, &e, &z], vec, self)?;
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev), lx.shape().clone()))
     }
 }

@@ -20,6 +20,18 @@ pub struct FirResample {
 }
 
 impl FirResample {
+    /// ×2 upsampling with a kernel of `taps` (≥ 2) taps (pads as StyleGAN2's `upsample_2d`).
+    pub fn up2(taps: usize) -> Self {
+        let p = taps - 2;
+        FirResample { up: 2, down: 1, pad0: p.div_ceil(2) + 1, pad1: p / 2 }
+    }
+
+    /// ×2 downsampling with a kernel of `taps` (≥ 2) taps (pads as StyleGAN2's `downsample_2d`).
+    pub fn down2(taps: usize) -> Self {
+        let p = taps - 2;
+        FirResample { up: 1, down: 2, pad0: p.div_ceil(2), pad1: p / 2 }
+    }
+
     /// Output length of an axis of `len` samples with `taps` taps (`None`: the padded axis is
     /// shorter than the kernel).
     pub fn out_len(&self, len: usize, taps: usize) -> Option<usize> {

@@ -107,41 +107,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let slots = blocks * blocks * BAND.len();
     let chips: Vec<f32> = (0..slots).map(|_| if rng.next_u64() & 1 == 1 { 1.0 } else { -1.0 }).collect();
     let wgsl = time(runs, || drop(shaders::dct_correlate(&gpu, &luma, size, size, &chips).unwrap()));
-    let cpu = time(runs, || {
-        let (mut block, mut c, mut out) = ([0f32; 64], [0f32; BAND.len()], [0f32; BAND.len()]);
-        let mut all = Vec::with_capacity(slots);
-        for by in 0..blocks {
-            for bx in 0..blocks {
-                plane.block(bx, by, &mut block);
-                let first = (by * blocks + bx) * BAND.len();
-                c.copy_from_slice(&chips[first..first + BAND.len()]);
-                dct::block_correlation(&block, &c, &mut out);
-                all.extend_from_slice(&out);
-            }
-        }
-        drop(all);
-    });
-    row("dct_correlate", &format!("{size}x{size}"), (luma.len() + 2 * slots) * 4, wgsl, cpu, "block_correlation loop");
+    let cpu = time(runs, || drop(dct::plane_correlation(&plane, &chips)));
+    row("dct_correlate", &format!("{size}x{size}"), (luma.len() + 2 * slots) * 4, wgsl, cpu, "dct::plane_correlation");
     let amps = normals(&mut rng, slots);
     let wgsl = time(runs, || drop(shaders::dct_embed(&gpu, &luma, size, size, &amps).unwrap()));
-    let cpu = time(runs, || {
-        let mut out = luma.clone();
-        let (mut a, mut block) = ([0f32; BAND.len()], [0f32; 64]);
-        for by in 0..blocks {
-            for bx in 0..blocks {
-                let first = (by * blocks + bx) * BAND.len();
-                a.copy_from_slice(&amps[first..first + BAND.len()]);
-                dct::block_delta(&a, &mut block);
-                for dy in 0..8 {
-                    for dx in 0..8 {
-                        out[(by * 8 + dy) * size + bx * 8 + dx] += block[dy * 8 + dx];
-                    }
-                }
-            }
-        }
-        drop(out);
-    });
-    row("dct_embed", &format!("{size}x{size}"), (2 * luma.len() + slots) * 4, wgsl, cpu, "block_delta loop");
+    let cpu = time(runs, || drop(dct::plane_embed(&plane, &amps)));
+    row("dct_embed", &format!("{size}x{size}"), (2 * luma.len() + slots) * 4, wgsl, cpu, "dct::plane_embed");
 
     // CLIP preprocess of one 720p frame, from packed RGB24 and from planar I420.
     let cfg = ImageProcessorConfig::default();
@@ -149,21 +120,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let img =
         image::RgbImage::from_fn(fw, fh, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8]));
     let yuv = worker::media::I420Image::from_rgb(&img)?;
-    let (horizontal, vertical, lut) = gpu_tables(&cfg, fw, fh);
+    let tables = gpu_tables(&cfg, fw, fh);
     let (ch, cw) = cfg.crop();
     for (format, input) in
         [(shaders::PixelFormat::Rgb24, img.as_raw().as_slice()), (shaders::PixelFormat::I420, yuv.as_raw())]
     {
-        let p = shaders::FramePreprocess {
-            format,
-            width: fw as usize,
-            height: fh as usize,
-            horizontal: &horizontal,
-            vertical: &vertical,
-            crop_w: cw as usize,
-            crop_h: ch as usize,
-            lut: &lut,
-        };
+        let p = tables.frame(format);
         let bytes = input.len() + 3 * (ch * cw) as usize * 4;
         let wgsl = time(runs, || drop(shaders::preprocess_frames(&gpu, input, 1, &p).unwrap()));
         let (name, cpu, reference) = match format {

@@ -205,17 +205,7 @@ fn dct_correlation_matches_block_correlation_and_project() {
         let (bx, by) = (w / 8, h / 8);
         let chips: Vec<f32> =
             (0..bx * by * BAND.len()).map(|_| if rng.next_u64() & 1 == 1 { 1.0 } else { -1.0 }).collect();
-        let mut want = Vec::with_capacity(chips.len());
-        let (mut block, mut c, mut out) = ([0f32; 64], [0f32; BAND.len()], [0f32; BAND.len()]);
-        for y in 0..by {
-            for x in 0..bx {
-                plane.block(x, y, &mut block);
-                let first = (y * bx + x) * BAND.len();
-                c.copy_from_slice(&chips[first..first + BAND.len()]);
-                dct::block_correlation(&block, &c, &mut out);
-                want.extend_from_slice(&out);
-            }
-        }
+        let want = dct::plane_correlation(&plane, &chips);
         let got = shaders::dct_correlate(gpu, &luma, w, h, &chips).unwrap();
         check("dct_correlate", &format!("{w}x{h}"), &got, &want, DCT_BOUND);
     }
@@ -238,6 +228,7 @@ fn dct_correlation_matches_block_correlation_and_project() {
 #[test]
 fn dct_embed_adds_block_delta() {
     use worker::watermark::dct::{self, BAND};
+    use worker::watermark::plane::Plane;
     let Some(gpu) = gpu() else { return };
     let mut rng = SeededNoise::new(14);
     for (w, h) in [(8, 8), (100, 77), (64, 64), (256, 256), (19, 250)] {
@@ -247,20 +238,7 @@ fn dct_embed_adds_block_delta() {
         amps.iter_mut().step_by(5).for_each(|a| *a = 0.0);
         for base in [0.0f32, 1.0] {
             let luma: Vec<f32> = (0..w * h).map(|_| base * rng.uniform() as f32 * 255.0).collect();
-            let mut want = luma.clone();
-            let (mut a, mut block) = ([0f32; BAND.len()], [0f32; 64]);
-            for y in 0..by {
-                for x in 0..bx {
-                    let first = (y * bx + x) * BAND.len();
-                    a.copy_from_slice(&amps[first..first + BAND.len()]);
-                    dct::block_delta(&a, &mut block);
-                    for dy in 0..8 {
-                        for dx in 0..8 {
-                            want[(y * 8 + dy) * w + x * 8 + dx] += block[dy * 8 + dx];
-                        }
-                    }
-                }
-            }
+            let want = dct::plane_embed(&Plane { width: w, height: h, data: luma.clone() }, &amps).data;
             let got = shaders::dct_embed(gpu, &luma, w, h, &amps).unwrap();
             let what = if base == 0.0 { "delta" } else { "plane + delta" };
             check("dct_embed", &format!("{w}x{h} {what}"), &got, &want, DCT_BOUND);
@@ -317,20 +295,10 @@ fn preprocess_frames_matches_the_image_processor_exactly() {
                 })
             })
             .collect();
-        let (horizontal, vertical, lut) = worker::models::preprocess::gpu_tables(&cfg, w, h);
+        let tables = worker::models::preprocess::gpu_tables(&cfg, w, h);
         let (crop_h, crop_w) = cfg.crop();
         let run = |format: shaders::PixelFormat, bytes: &[u8]| {
-            let p = shaders::FramePreprocess {
-                format,
-                width: w as usize,
-                height: h as usize,
-                horizontal: &horizontal,
-                vertical: &vertical,
-                crop_w: crop_w as usize,
-                crop_h: crop_h as usize,
-                lut: &lut,
-            };
-            shaders::preprocess_frames(gpu, bytes, frames as usize, &p).unwrap()
+            shaders::preprocess_frames(gpu, bytes, frames as usize, &tables.frame(format)).unwrap()
         };
         // Packed RGB24.
         let want: Vec<f32> = images.iter().flat_map(|img| cfg.pixels(img).unwrap()).collect();

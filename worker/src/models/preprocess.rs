@@ -447,10 +447,41 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// The GPU preprocess's tables for `w`×`h` frames under `cfg` (the WGSL and CUDA kernels take
-/// the same): Pillow's filters where an axis is resized (the identity where it keeps its size,
-/// as the CPU skips it), and the per-channel value of each byte.
-pub fn gpu_tables(cfg: &ImageProcessorConfig, w: u32, h: u32) -> (shaders::AxisFilter, shaders::AxisFilter, Vec<f32>) {
+/// The GPU preprocess's tables for `w`×`h` frames under one config (the WGSL and CUDA kernels
+/// take the same), and the sizes that go with them.
+#[derive(Debug, Clone)]
+pub struct GpuTables {
+    /// Width resampling: Pillow's filter, or the identity where the width is kept (as the CPU
+    /// skips that pass).
+    pub horizontal: shaders::AxisFilter,
+    /// Height resampling, likewise.
+    pub vertical: shaders::AxisFilter,
+    /// `lut[c·256 + v]`: the model-input value of byte `v` in channel `c`.
+    pub lut: Vec<f32>,
+    /// Source frame size.
+    size: (u32, u32),
+    /// `(crop_h, crop_w)`.
+    crop: (u32, u32),
+}
+
+impl GpuTables {
+    /// The preprocess of frames in `format` over these tables.
+    pub fn frame(&self, format: shaders::PixelFormat) -> shaders::FramePreprocess<'_> {
+        shaders::FramePreprocess {
+            format,
+            width: self.size.0 as usize,
+            height: self.size.1 as usize,
+            horizontal: &self.horizontal,
+            vertical: &self.vertical,
+            crop_w: self.crop.1 as usize,
+            crop_h: self.crop.0 as usize,
+            lut: &self.lut,
+        }
+    }
+}
+
+/// The GPU preprocess's tables for `w`×`h` frames under `cfg`.
+pub fn gpu_tables(cfg: &ImageProcessorConfig, w: u32, h: u32) -> GpuTables {
     let (rw, rh) = cfg.resized_size(w, h);
     let axis = |from: u32, to: u32| {
         if from == to {
@@ -461,7 +492,7 @@ pub fn gpu_tables(cfg: &ImageProcessorConfig, w: u32, h: u32) -> (shaders::AxisF
         }
     };
     let lut = (0..3).flat_map(|c| (0..=255u8).map(move |v| cfg.channel_value(c, v))).collect();
-    (axis(w, rw), axis(h, rh), lut)
+    GpuTables { horizontal: axis(w, rw), vertical: axis(h, rh), lut, size: (w, h), crop: cfg.crop() }
 }
 
 /// The GPU preprocess's launch plan for `frames` frames of `w`×`h` in `format` under `cfg`, and
@@ -474,21 +505,11 @@ pub fn gpu_plan(
     h: u32,
     frames: usize,
 ) -> Result<(shaders::preprocess::Plan, Vec<f32>), PreprocessError> {
-    let (horizontal, vertical, lut) = gpu_tables(cfg, w, h);
-    let (crop_h, crop_w) = cfg.crop();
-    let p = shaders::FramePreprocess {
-        format,
-        width: w as usize,
-        height: h as usize,
-        horizontal: &horizontal,
-        vertical: &vertical,
-        crop_w: crop_w as usize,
-        crop_h: crop_h as usize,
-        lut: &lut,
-    };
-    let plan = shaders::preprocess::plan(frames * format.frame_bytes(w as usize, h as usize), frames, &p)
-        .map_err(|e| PreprocessError::Unsupported(e.to_string()))?;
-    Ok((plan, lut))
+    let tables = gpu_tables(cfg, w, h);
+    let plan =
+        shaders::preprocess::plan(frames * format.frame_bytes(w as usize, h as usize), frames, &tables.frame(format))
+            .map_err(|e| PreprocessError::Unsupported(e.to_string()))?;
+    Ok((plan, tables.lut))
 }
 
 /// Per output position: the first input index and the fixed-point weights (Pillow's

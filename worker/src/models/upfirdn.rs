@@ -10,42 +10,9 @@ use candle_core::{Result, Tensor};
 /// The FIR kernel of NCSN++ and MCVD (a binomial filter, outer product with itself).
 pub const FIR_KERNEL: [f32; 4] = [1.0, 3.0, 3.0, 1.0];
 
-/// One resampling: `up` and `down` factors and the padding on each side (after upsampling).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resample {
-    /// Zero-insertion factor.
-    pub up: usize,
-    /// Stride of the output.
-    pub down: usize,
-    /// Zeros before the first sample, on both axes.
-    pub pad0: usize,
-    /// Zeros after the last sample, on both axes.
-    pub pad1: usize,
-}
-
-impl Resample {
-    /// ×2 upsampling with a kernel of `taps` taps (pads as StyleGAN2's `upsample_2d`).
-    pub fn up2(taps: usize) -> Self {
-        let p = taps - 2;
-        Resample { up: 2, down: 1, pad0: p.div_ceil(2) + 1, pad1: p / 2 }
-    }
-
-    /// ×2 downsampling with a kernel of `taps` taps (pads as StyleGAN2's `downsample_2d`).
-    pub fn down2(taps: usize) -> Self {
-        let p = taps - 2;
-        Resample { up: 1, down: 2, pad0: p.div_ceil(2), pad1: p / 2 }
-    }
-
-    /// The same resampling as the kernels crate names it.
-    pub fn fir(self) -> kernels::FirResample {
-        kernels::FirResample { up: self.up, down: self.down, pad0: self.pad0, pad1: self.pad1 }
-    }
-
-    /// Output length of an axis of `len` samples with a kernel of `taps` taps.
-    pub fn out_len(&self, len: usize, taps: usize) -> usize {
-        (len * self.up + self.pad0 + self.pad1 - taps) / self.down + 1
-    }
-}
+/// One resampling: `up` and `down` factors and the padding on each side (after upsampling);
+/// the fused op's own type, with StyleGAN2's ×2 cases (`Resample::up2`, `Resample::down2`).
+pub use kernels::FirResample as Resample;
 
 /// The 2-D kernel of a separable 1-D kernel, normalised to sum to `gain`.
 pub fn kernel_2d(k: &[f32], gain: f32) -> Vec<f32> {
@@ -86,7 +53,7 @@ pub fn upfirdn2d(x: &Tensor, kernel: &[f32], taps: usize, r: Resample) -> Result
 pub fn upsample_2d(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         let taps = FIR_KERNEL.len();
-        return kernels::upfirdn2d(x, &kernel_2d(&FIR_KERNEL, 4.0), taps, Resample::up2(taps).fir());
+        return kernels::upfirdn2d(x, &kernel_2d(&FIR_KERNEL, 4.0), taps, Resample::up2(taps));
     }
     let x = up_axis(x, 3)?;
     up_axis(&x, 2)
@@ -97,7 +64,7 @@ pub fn upsample_2d(x: &Tensor) -> Result<Tensor> {
 pub fn downsample_2d(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         let taps = FIR_KERNEL.len();
-        return kernels::upfirdn2d(x, &kernel_2d(&FIR_KERNEL, 1.0), taps, Resample::down2(taps).fir());
+        return kernels::upfirdn2d(x, &kernel_2d(&FIR_KERNEL, 1.0), taps, Resample::down2(taps));
     }
     let x = down_axis(x, 3)?;
     down_axis(&x, 2)
@@ -146,7 +113,8 @@ pub fn upfirdn2d_reference(
     r: Resample,
 ) -> Vec<f32> {
     let (hu, wu) = (h * r.up + r.pad0 + r.pad1, w * r.up + r.pad0 + r.pad1);
-    let (ho, wo) = (r.out_len(h, taps), r.out_len(w, taps));
+    // An axis shorter than the kernel has no output.
+    let (ho, wo) = (r.out_len(h, taps).unwrap_or(0), r.out_len(w, taps).unwrap_or(0));
     // The upsampled, padded plane, read through a function rather than materialised.
     let sample = |p: usize, yy: usize, xx: usize| -> f32 {
         if yy < r.pad0 || xx < r.pad0 {
@@ -195,7 +163,7 @@ mod tests {
         let data = planes(b * c, h, w);
         let x = Tensor::from_vec(data.clone(), (b, c, h, w), &Device::Cpu).unwrap();
         let got = upfirdn2d(&x, kernel, taps, r).unwrap();
-        let (ho, wo) = (r.out_len(h, taps), r.out_len(w, taps));
+        let (ho, wo) = (r.out_len(h, taps).unwrap(), r.out_len(w, taps).unwrap());
         assert_eq!(got.dims4().unwrap(), (b, c, ho, wo));
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let want = upfirdn2d_reference(&data, b * c, h, w, kernel, taps, r);
@@ -228,8 +196,8 @@ mod tests {
             (kernel_2d(&FIR_KERNEL, 1.0), 4, Resample::down2(4)),
             (odd, 3, Resample { up: 2, down: 3, pad0: 2, pad1: 1 }),
         ] {
-            let got = kernels::upfirdn2d(&x, &k, taps, r.fir()).unwrap();
-            assert_eq!(got.dims4().unwrap(), (b, c, r.out_len(h, taps), r.out_len(w, taps)));
+            let got = kernels::upfirdn2d(&x, &k, taps, r).unwrap();
+            assert_eq!(got.dims4().unwrap(), (b, c, r.out_len(h, taps).unwrap(), r.out_len(w, taps).unwrap()));
             let want = upfirdn2d_reference(&data, b * c, h, w, &k, taps, r);
             for (g, e) in got.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(&want) {
                 assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "{r:?}: {g} vs {e}");
@@ -247,7 +215,7 @@ mod tests {
         {
             let k = kernel_2d(&FIR_KERNEL, gain);
             let want = upfirdn2d_reference(&data, b * c, h, w, &k, 4, r);
-            assert_eq!(fast.dims4().unwrap(), (b, c, r.out_len(h, 4), r.out_len(w, 4)));
+            assert_eq!(fast.dims4().unwrap(), (b, c, r.out_len(h, 4).unwrap(), r.out_len(w, 4).unwrap()));
             let got = fast.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for (g, e) in got.iter().zip(&want) {
                 assert!((g - e).abs() < 1e-5, "{g} vs {e}");

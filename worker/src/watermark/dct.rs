@@ -1,10 +1,12 @@
-//! Per-block math of the watermark, the reference for a future CUDA/WGSL kernel: the
-//! orthonormal 8×8 DCT-II and its inverse over f32 luma, the band of mid-frequency
-//! coefficients that carries the mark, and the two per-block steps of embedding and
-//! detection ([`block_correlation`], [`block_delta`]). Nothing here allocates or branches on
-//! data: one block in, one block out.
+//! Per-block math of the watermark: the orthonormal 8×8 DCT-II and its inverse over f32 luma,
+//! the band of mid-frequency coefficients that carries the mark, and the two per-block steps
+//! of embedding and detection ([`block_correlation`], [`block_delta`]; one block in, one block
+//! out, no allocation). [`plane_correlation`] and [`plane_embed`] run them over every whole
+//! block of a plane: the CPU reference of the WGSL and CUDA `dct_correlate` / `dct_embed`.
 
 use std::sync::OnceLock;
+
+use super::plane::Plane;
 
 /// Block side.
 pub const N: usize = 8;
@@ -71,6 +73,38 @@ pub fn block_delta(amplitudes: &[f32; BAND.len()], out: &mut [f32; N * N]) {
     }
 }
 
+/// [`block_correlation`] of every whole 8×8 block of `plane` (block rows first) with its
+/// chips: slot `(by·blocks_x + bx)·BAND.len() + i` of the result is `chips[slot] · X(BAND[i])`
+/// of block (bx, by). `chips` holds one band's worth per block.
+pub fn plane_correlation(plane: &Plane, chips: &[f32]) -> Vec<f32> {
+    let bx = plane.width / N;
+    let (mut block, mut out) = ([0f32; N * N], [0f32; BAND.len()]);
+    let mut all = Vec::with_capacity(chips.len());
+    for (i, c) in chips.chunks_exact(BAND.len()).enumerate() {
+        plane.block(i % bx, i / bx, &mut block);
+        block_correlation(&block, c.try_into().expect("a band per block"), &mut out);
+        all.extend_from_slice(&out);
+    }
+    all
+}
+
+/// `plane` plus the [`block_delta`] of each whole block's amplitudes (slots in the order of
+/// [`plane_correlation`]).
+pub fn plane_embed(plane: &Plane, amplitudes: &[f32]) -> Plane {
+    let bx = plane.width / N;
+    let mut out = plane.clone();
+    let mut delta = [0f32; N * N];
+    for (i, a) in amplitudes.chunks_exact(BAND.len()).enumerate() {
+        block_delta(a.try_into().expect("a band per block"), &mut delta);
+        let (x0, y0) = ((i % bx) * N, (i / bx) * N);
+        for (y, row) in delta.chunks_exact(N).enumerate() {
+            let start = (y0 + y) * plane.width + x0;
+            out.data[start..start + N].iter_mut().zip(row).for_each(|(o, d)| *o += d);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +128,23 @@ mod tests {
         let mut out = [0f32; BAND.len()];
         block_correlation(&[77.0; N * N], &[1.0; BAND.len()], &mut out);
         assert!(out.iter().all(|x| x.abs() < 1e-3));
+    }
+
+    #[test]
+    fn plane_embed_then_correlation_returns_each_blocks_amplitudes() {
+        // 3×2 whole blocks, plus a partial column and row that neither touches.
+        let (w, h) = (3 * N + 5, 2 * N + 3);
+        let amps: Vec<f32> = (0..6 * BAND.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        let marked = plane_embed(&Plane::zeros(w, h), &amps);
+        let chips = vec![1.0; amps.len()];
+        let back = plane_correlation(&marked, &chips);
+        assert_eq!(back.len(), amps.len());
+        assert!(back.iter().zip(&amps).all(|(b, a)| (b - a).abs() < 1e-4), "{back:?}");
+        assert!((0..h).all(|y| (3 * N..w).all(|x| marked.data[y * w + x] == 0.0)), "the partial column");
+        assert!((2 * N..h).all(|y| (0..w).all(|x| marked.data[y * w + x] == 0.0)), "the partial row");
+        // Chips multiply each slot.
+        let flipped: Vec<f32> = (0..amps.len()).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let signed = plane_correlation(&marked, &flipped);
+        assert!(signed.iter().zip(&back).zip(&flipped).all(|((s, b), c)| (s - b * c).abs() < 1e-6));
     }
 }

@@ -163,18 +163,8 @@ fn pushes(proj: &[f32], count: &[u32], signs: &[f32], s: &Strength) -> Vec<f32> 
 
 /// The canonical-grid delta whose slot coefficients are chip × push of their bit.
 fn spread(pattern: &Pattern, push: &[f32]) -> Plane {
-    let mut plane = Plane::zeros(pattern.size, pattern.size);
-    let (mut amps, mut block) = ([0f32; BAND.len()], [0f32; 64]);
-    for by in 0..pattern.blocks {
-        for bx in 0..pattern.blocks {
-            for (i, s) in pattern.block_slots(bx, by).enumerate() {
-                amps[i] = pattern.chip[s] * push[pattern.bit[s] as usize];
-            }
-            dct::block_delta(&amps, &mut block);
-            plane.set_block(bx, by, &block);
-        }
-    }
-    plane
+    let amps: Vec<f32> = pattern.chip.iter().zip(&pattern.bit).map(|(&c, &b)| c * push[b as usize]).collect();
+    dct::plane_embed(&Plane::zeros(pattern.size, pattern.size), &amps)
 }
 
 /// Adds `delta` to R, G and B of every pixel (rounded, clamped).
