@@ -108,13 +108,30 @@ pub enum ProtocolError {
     /// Structurally or semantically invalid.
     #[error("invalid document at {0}")]
     Invalid(ValidationError),
+    /// Valid, but more than a worker can hold ([`crate::Job::check_memory`]).
+    #[error(
+        "{what} needs about {} MiB of worker memory ({per_unit} bytes per output pixel and frame), \
+         over the budget of {} MiB",
+        needs_bytes / (1 << 20),
+        budget_bytes / (1 << 20)
+    )]
+    OverBudget {
+        /// What was asked, in words (`1024 frames at 4096x4096`).
+        what: String,
+        /// The estimate.
+        needs_bytes: u64,
+        /// The bytes one unit costs in the estimate.
+        per_unit: u64,
+        /// The budget it broke.
+        budget_bytes: u64,
+    },
 }
 
 impl ProtocolError {
     /// The [`ErrorCode`] a failed result carries for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ProtocolError::TooLarge { .. } => ErrorCode::JobTooLarge,
+            ProtocolError::TooLarge { .. } | ProtocolError::OverBudget { .. } => ErrorCode::JobTooLarge,
             ProtocolError::MissingVersion | ProtocolError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             ProtocolError::Syntax(_) | ProtocolError::Invalid(_) => ErrorCode::InvalidJob,
         }

@@ -38,6 +38,11 @@ impl JobId {
         if s.contains("..") {
             return Err(ValidationError::new(path, "must not contain `..`"));
         }
+        // The id is a path segment of every output key (`{tenant}/{job_id}/…`): `.` alone would
+        // name the tenant's own folder, a key every store refuses.
+        if s == "." {
+            return Err(ValidationError::new(path, "must not be `.`"));
+        }
         Ok(())
     }
 

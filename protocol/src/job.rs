@@ -381,6 +381,13 @@ pub struct CreateJob {
     pub sampler: Sampler,
 }
 
+/// Bytes of worker memory a create job costs per output pixel and frame: the frame as RGB
+/// bytes (3) and as an f32 RGB tensor (12), rounded up.
+pub const CREATE_BYTES_PER_PIXEL_FRAME: u64 = 16;
+
+/// The memory budget a worker gives one job by default: 16 GiB.
+pub const DEFAULT_JOB_MEMORY_BYTES: u64 = 16 << 30;
+
 /// What validation may accept beyond the fleet's defaults.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ValidationContext {
@@ -426,6 +433,25 @@ impl Job {
                 Err(ValidationError::new("kind", format!("unknown kind {other:?}, expected `edit` or `create`")).into())
             }
         }
+    }
+
+    /// Refuses a job a worker could not hold in `budget_bytes` of memory: a create job keeps
+    /// its output frames as RGB bytes and as f32 tensors ([`CREATE_BYTES_PER_PIXEL_FRAME`] per
+    /// output pixel and frame). An edit job's cost depends on its input, which is bounded where
+    /// it is decoded (the worker's media limits), so it always passes here.
+    pub fn check_memory(&self, budget_bytes: u64) -> Result<(), ProtocolError> {
+        let Job::Create(c) = self else { return Ok(()) };
+        let pixels = u64::from(c.frames) * u64::from(c.size.width) * u64::from(c.size.height);
+        let needs_bytes = pixels.saturating_mul(CREATE_BYTES_PER_PIXEL_FRAME);
+        if needs_bytes <= budget_bytes {
+            return Ok(());
+        }
+        Err(ProtocolError::OverBudget {
+            what: format!("a create job of {} frames at {}x{}", c.frames, c.size.width, c.size.height),
+            needs_bytes,
+            per_unit: CREATE_BYTES_PER_PIXEL_FRAME,
+            budget_bytes,
+        })
     }
 
     /// The semantic checks: ids, ranges, URIs, cross-field rules.

@@ -119,6 +119,19 @@ fn bad_keys_and_uris() {
     }
     let (path, _) = edit_err(|v| v["job_id"] = json!("../x"));
     assert_eq!(path, "job_id");
+    // `.` passed once and its result key was refused by every store: the job looped forever.
+    let (path, p) = edit_err(|v| v["job_id"] = json!("."));
+    assert_eq!(path, "job_id");
+    assert!(p.contains("`.`"), "{p}");
+    // Every id that is accepted makes a valid output key.
+    for id in ["a", ".a", "a.", "a.b", "...a", ".-", ":", "_"] {
+        let mut v = edit();
+        v["job_id"] = json!(id);
+        match Job::from_json(v.to_string().as_bytes(), &ValidationContext::default()) {
+            Ok(job) => protocol::media::check_key(&format!("acme/{}/result.json", job.job_id())).unwrap(),
+            Err(e) => assert!(id.contains(".."), "{id}: {e}"),
+        }
+    }
     let (path, _) = edit_err(|v| v["tenant"] = json!("Acme"));
     assert_eq!(path, "tenant");
     let (path, p) = edit_err(|v| v["guidance"]["instruction"] = json!("a\u{1b}[31mred"));
@@ -219,4 +232,22 @@ fn generate_options_defaults_and_limits() {
     }
     let (path, _) = edit_err(|v| v["options"] = json!({ "generate": { "sampler": "ddim" } }));
     assert!(path.starts_with("options.generate"), "{path}");
+}
+
+#[test]
+fn jobs_over_the_memory_budget_are_too_large() {
+    let mut c = create();
+    c["frames"] = json!(1024);
+    c["size"] = json!({ "width": 4096, "height": 4096 });
+    let job = parse(&c).unwrap();
+    let err = job.check_memory(protocol::job::DEFAULT_JOB_MEMORY_BYTES).unwrap_err();
+    assert_eq!(err.code(), protocol::ErrorCode::JobTooLarge);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("1024 frames at 4096x4096") && msg.contains("262144 MiB") && msg.contains("16384 MiB"),
+        "{msg}"
+    );
+    // A small one fits; an edit job is bounded where its input is decoded.
+    assert!(parse(&create()).unwrap().check_memory(protocol::job::DEFAULT_JOB_MEMORY_BYTES).is_ok());
+    assert!(parse(&edit()).unwrap().check_memory(0).is_ok());
 }

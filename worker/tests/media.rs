@@ -470,3 +470,65 @@ fn still_bombs_are_rejected_from_the_header() {
     let low = MediaLimits { max_pixels: 255, ..limits() };
     assert!(matches!(decode_still(&encode_png(&img).unwrap(), &low), Err(MediaError::TooManyPixels { .. })));
 }
+
+#[test]
+fn the_pixel_limit_holds_when_a_stream_changes_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two MPEG-TS segments, 64x64 then 256x256, joined into one stream by ffmpeg's concat
+    // demuxer without re-encoding: the header (what the probe reads) says 64x64.
+    let part = |name: &str, size: &str| {
+        let p = dir.path().join(name);
+        let src = format!("testsrc2=size={size}:rate=10");
+        ffmpeg_cli(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "mpegts",
+            p.to_str().unwrap(),
+        ]);
+        p
+    };
+    let list = dir.path().join("list.txt");
+    let (small, large) = (part("small.ts", "64x64"), part("large.ts", "256x256"));
+    std::fs::write(&list, format!("file '{}'\nfile '{}'\n", small.display(), large.display())).unwrap();
+    let path = dir.path().join("joined.ts");
+    ffmpeg_cli(&[
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        list.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "mpegts",
+        path.to_str().unwrap(),
+    ]);
+    let limits = MediaLimits { max_pixels: 128 * 128, ..MediaLimits::default() };
+    let frames: Vec<_> = decode(&path, &DecodeOptions::default(), &limits).unwrap().collect();
+    let first_err = frames.iter().position(Result::is_err).expect("the large frames were decoded");
+    assert!(first_err > 0, "the small frames decode");
+    match &frames[first_err] {
+        Err(MediaError::TooManyPixels { width, height, limit, .. }) => {
+            assert_eq!((*width, *height, *limit), (256, 256, 128 * 128));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(frames.len(), first_err + 1, "the decoder stops at the error");
+    // Without the lower limit the same file decodes whole.
+    let whole: Vec<_> = decode(&path, &DecodeOptions::default(), &MediaLimits::default()).unwrap().collect();
+    let errors: Vec<_> = whole.iter().filter_map(|f| f.as_ref().err()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(whole.len(), 20);
+}

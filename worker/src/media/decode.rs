@@ -68,6 +68,9 @@ pub struct FrameDecoder {
     frames_decoded: u64,
     frames_emitted: u64,
     max_decoded_frames: u64,
+    /// The largest frame area accepted: checked on every frame, since a stream may change its
+    /// resolution after the header that the probe read.
+    max_pixels: u64,
     eof_sent: bool,
     done: bool,
 }
@@ -125,6 +128,7 @@ pub fn decode(path: &Path, opts: &DecodeOptions, limits: &MediaLimits) -> Result
         frames_decoded: 0,
         frames_emitted: 0,
         max_decoded_frames: limits.max_decoded_frames,
+        max_pixels: limits.max_pixels,
         eof_sent: false,
         done: false,
     })
@@ -241,7 +245,14 @@ impl FrameDecoder {
                 tracing::debug!(path = %self.path.display(), "skipping frame without timestamp");
                 continue;
             };
-            let pts_s = (ts - self.start_ts) as f64 * self.time_base_s;
+            // Crafted streams carry any 64-bit timestamps: no overflow, no non-finite times.
+            let Some(offset) = ts.checked_sub(self.start_ts) else {
+                return Err(self.corrupt(format!("timestamp {ts} out of range")));
+            };
+            let pts_s = offset as f64 * self.time_base_s;
+            if !pts_s.is_finite() {
+                return Err(self.corrupt(format!("timestamp {ts} out of range")));
+            }
             if pts_s < self.opts.start_s {
                 continue;
             }
@@ -252,7 +263,13 @@ impl FrameDecoder {
                 if pts_s < self.next_sample_s {
                     continue;
                 }
+                // The next sample time after this frame, in one step (a timestamp jump far ahead
+                // must not make this a loop of billions of additions).
                 let step = 1.0 / fps;
+                let behind = ((pts_s - self.next_sample_s) / step).floor();
+                if behind > 1000.0 {
+                    self.next_sample_s += behind * step;
+                }
                 while self.next_sample_s <= pts_s {
                     self.next_sample_s += step;
                 }
@@ -271,6 +288,14 @@ impl FrameDecoder {
         if src_w == 0 || src_h == 0 {
             return Err(self.corrupt("decoded frame has no dimensions"));
         }
+        if u64::from(src_w) * u64::from(src_h) > self.max_pixels {
+            return Err(MediaError::TooManyPixels {
+                what: format!("frame {} (the stream changed its resolution)", self.frames_decoded),
+                width: src_w,
+                height: src_h,
+                limit: self.max_pixels,
+            });
+        }
         let quarter = self.info.rotation % 180 != 0;
         let (dst_w, dst_h) = match self.exact_size {
             // exact_size is upright; swscale runs before rotation.
@@ -288,6 +313,8 @@ impl FrameDecoder {
                 scaling::Context::get(src_fmt, src_w, src_h, Pixel::RGB24, dst_w, dst_h, scaling::Flags::BILINEAR)
                     .map_err(|e| self.corrupt(format!("cannot convert {src_fmt:?} {src_w}x{src_h} to RGB: {e}")))?;
             self.scaler = Some(Scaler(ctx));
+            // The output frame was sized for the previous conversion.
+            self.rgb = ffmpeg::frame::Video::empty();
         }
         let Some(Scaler(scaler)) = self.scaler.as_mut() else {
             return Err(self.corrupt("no pixel converter"));
