@@ -130,7 +130,10 @@ async fn history_steers_the_clips(clip_f16: bool) {
     assert!(s >= 3.7 && e <= 6.3, "the clip is in the liked shot (4–6 s): {s}..{e}");
     assert!(r.models.iter().any(|m| m.id == "clip:clip"), "{:?}", r.models);
     assert!(r.withheld.is_empty());
-    assert!(h.job_dir("h1").join("clip-01.mp4").is_file());
+    // Stored in the committed execution's folder, where the result points.
+    let path = std::path::PathBuf::from(clip.uri.strip_prefix("file://").unwrap());
+    assert!(path.is_file() && path.starts_with(h.job_dir("h1")), "{}", clip.uri);
+    assert_eq!(path.file_name().unwrap(), "clip-01.mp4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,12 +156,14 @@ async fn withheld_outputs_never_reach_the_store() {
     assert!(err.message.contains("everything"), "{}", err.message);
     assert!(r.outputs.is_empty());
     // The local store keeps each object's metadata in a `.meta.json` sidecar.
-    let stored: Vec<String> = std::fs::read_dir(h.job_dir("s1"))
+    let mut stored: Vec<String> = std::fs::read_dir(h.job_dir("s1"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.ends_with(".meta.json"))
         .collect();
-    assert_eq!(stored, ["result.json"], "only the result is stored");
+    stored.sort();
+    // The attempt's start marker and the result: no withheld output was stored.
+    assert_eq!(stored, ["attempt-1.json", "result.json"], "only the result is stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

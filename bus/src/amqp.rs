@@ -35,6 +35,8 @@ pub struct AmqpBus {
 
 struct Inner {
     url: String,
+    /// The `connection_name` client property (RabbitMQ shows it as the connection's name).
+    name: Option<String>,
     link: Mutex<Option<Link>>,
     /// Everything declared so far, replayed in order after a reconnect.
     declared: std::sync::Mutex<Vec<Declaration>>,
@@ -68,9 +70,16 @@ fn backoff(attempt: u32) -> Duration {
 impl AmqpBus {
     /// Connects to `url` (`amqp://user:pass@host:5672/%2f`).
     pub async fn connect(url: &str) -> Result<Self, BusError> {
+        Self::connect_named(url, None).await
+    }
+
+    /// Connects to `url`, naming the connection (what `rabbitmqctl list_connections` and the
+    /// management UI show, e.g. `reelforge worker w1`).
+    pub async fn connect_named(url: &str, name: Option<&str>) -> Result<Self, BusError> {
         let bus = AmqpBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
+                name: name.map(str::to_owned),
                 link: Mutex::new(None),
                 declared: Default::default(),
                 tx_channels: Default::default(),
@@ -90,9 +99,12 @@ impl AmqpBus {
             return Ok(link.clone());
         }
         let generation = guard.as_ref().map_or(0, |l| l.generation + 1);
-        let conn = Connection::connect(&self.inner.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| BusError::Disconnected(e.to_string()))?;
+        let mut props = ConnectionProperties::default();
+        if let Some(name) = &self.inner.name {
+            props = props.with_connection_name(name.as_str().into());
+        }
+        let conn =
+            Connection::connect(&self.inner.url, props).await.map_err(|e| BusError::Disconnected(e.to_string()))?;
         let publish = conn.create_channel().await.map_err(|e| BusError::Disconnected(e.to_string()))?;
         publish
             .confirm_select(ConfirmSelectOptions::default())
@@ -229,12 +241,16 @@ fn properties(message: &Message) -> BasicProperties {
     for (k, v) in &message.headers {
         headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
     }
-    BasicProperties::default()
+    let props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_message_id(message.id.as_str().into())
         .with_priority(message.priority)
         .with_content_type("application/json".into())
-        .with_headers(headers)
+        .with_headers(headers);
+    match &message.user_id {
+        Some(user) => props.with_user_id(user.as_str().into()),
+        None => props,
+    }
 }
 
 fn message_of(d: &lapin::message::Delivery) -> Message {
@@ -260,6 +276,7 @@ fn message_of(d: &lapin::message::Delivery) -> Message {
         priority: p.priority().unwrap_or(0),
         body: d.data.clone(),
         headers,
+        user_id: p.user_id().as_ref().map(ShortString::to_string),
     }
 }
 
@@ -366,7 +383,7 @@ impl Bus for AmqpBus {
             .map_err(|e| refused(format!("get from `{queue}`"), e))?;
         Ok(got.map(|g| {
             let message = message_of(&g.delivery);
-            let acker = AmqpAcker { acker: Some(g.delivery.acker.clone()), _channel: Some(ch) };
+            let acker = AmqpAcker { acker: Some(g.delivery.acker.clone()), settle: Arc::new(Settle::new(ch)) };
             Delivery::new(message, g.delivery.redelivered, Box::new(acker))
         }))
     }
@@ -392,7 +409,7 @@ struct AmqpConsumer {
     bus: AmqpBus,
     queue: String,
     prefetch: u16,
-    stream: Option<(lapin::Consumer, Channel)>,
+    stream: Option<(lapin::Consumer, Arc<Settle>)>,
     failures: u32,
 }
 
@@ -412,7 +429,7 @@ impl AmqpConsumer {
             )
             .await
             .map_err(|e| refused(format!("consume `{}`", self.queue), e))?;
-        self.stream = Some((consumer, ch));
+        self.stream = Some((consumer, Arc::new(Settle::new(ch))));
         Ok(())
     }
 }
@@ -433,11 +450,11 @@ impl Consumer for AmqpConsumer {
                 }
                 self.failures = 0;
             }
-            let (stream, channel) = self.stream.as_mut().expect("subscribed above");
+            let (stream, settle) = self.stream.as_mut().expect("subscribed above");
             match stream.next().await {
                 Some(Ok(d)) => {
                     let message = message_of(&d);
-                    let acker = AmqpAcker { acker: Some(d.acker.clone()), _channel: Some(channel.clone()) };
+                    let acker = AmqpAcker { acker: Some(d.acker.clone()), settle: settle.clone() };
                     return Some(Ok(Delivery::new(message, d.redelivered, Box::new(acker))));
                 }
                 Some(Err(e)) => {
@@ -453,26 +470,103 @@ impl Consumer for AmqpConsumer {
     }
 }
 
+/// Settles the deliveries of one channel, one at a time. AMQP transactions are per channel and
+/// take in every ack and publish made on it, so once any delivery of the channel was settled
+/// with [`Acker::ack_with`] the channel is in transaction mode and every later settlement on it
+/// commits on its own; the lock keeps two settlements from sharing a transaction.
+struct Settle {
+    channel: Channel,
+    /// True once `tx.select` was sent on the channel.
+    transactional: Mutex<bool>,
+}
+
+impl Settle {
+    fn new(channel: Channel) -> Self {
+        Settle { channel, transactional: Mutex::new(false) }
+    }
+
+    fn held(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// The error for a failed settlement: the delivery is lost when its channel is gone.
+    fn failed(&self, what: &str, e: lapin::Error) -> BusError {
+        if self.held() { refused(what, e) } else { BusError::Lost(format!("{what}: {e}")) }
+    }
+
+    /// Runs `op` (publishes on the channel, then the delivery's ack or nack, which says whether
+    /// it went out) and, in transaction mode, commits it. An ack the channel could no longer
+    /// send (it closed) rolls the transaction back: nothing published lands.
+    async fn settle<F, Fut>(&self, what: &str, begin_tx: bool, op: F) -> Result<(), BusError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, lapin::Error>>,
+    {
+        let mut tx = self.transactional.lock().await;
+        if !self.held() {
+            return Err(BusError::Lost(format!("{what}: the delivery's channel is closed")));
+        }
+        if begin_tx && !*tx {
+            self.channel.tx_select().await.map_err(|e| self.failed(what, e))?;
+            *tx = true;
+        }
+        let settled = op(self.channel.clone()).await;
+        let out = match settled {
+            Ok(true) if *tx => {
+                // Commit-ok comes once the persistent messages are on disk and the ack applied.
+                self.channel.tx_commit().await.map_err(|e| self.failed(what, e))
+            }
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BusError::Lost(format!("{what}: the delivery can no longer be settled here"))),
+            Err(e) => Err(self.failed(what, e)),
+        };
+        if out.is_err() && self.held() {
+            // A failure that left the channel open would leave the delivery unsettled on it for
+            // good: close the channel, so the broker requeues what it held (the consumer
+            // resubscribes on a new one). Closing also discards an open transaction.
+            warn!("{what} failed on an open channel; closing it so its deliveries are requeued");
+            let _ = self.channel.close(200, "settlement failed".into()).await;
+        }
+        out
+    }
+}
+
 struct AmqpAcker {
     acker: Option<lapin::Acker>,
-    /// Keeps a `basic.get` channel open until the delivery is settled.
-    _channel: Option<Channel>,
+    /// The delivery's channel (kept open until the delivery is settled).
+    settle: Arc<Settle>,
 }
 
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BusError> {
         let acker = self.acker.take().expect("settled once");
-        acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| BusError::Disconnected(e.to_string()))
+        self.settle.settle("ack", false, |_| async move { acker.ack(BasicAckOptions::default()).await }).await
     }
 
     async fn nack(mut self: Box<Self>, requeue: bool) -> Result<(), BusError> {
         let acker = self.acker.take().expect("settled once");
-        acker
-            .nack(BasicNackOptions { requeue, multiple: false })
+        let opts = BasicNackOptions { requeue, multiple: false };
+        self.settle.settle("nack", false, |_| async move { acker.nack(opts).await }).await
+    }
+
+    async fn ack_with(mut self: Box<Self>, messages: Vec<crate::Outgoing>) -> Result<(), BusError> {
+        let acker = self.acker.take().expect("settled once");
+        let what = format!("ack with {} messages", messages.len());
+        self.settle
+            .settle(&what, true, |ch| async move {
+                for (exchange, key, message) in &messages {
+                    let opts = BasicPublishOptions::default();
+                    let props = properties(message);
+                    ch.basic_publish(exchange.as_str().into(), key.as_str().into(), opts, &message.body, props).await?;
+                }
+                acker.ack(BasicAckOptions::default()).await
+            })
             .await
-            .map(|_| ())
-            .map_err(|e| BusError::Disconnected(e.to_string()))
+    }
+
+    fn is_held(&self) -> bool {
+        self.settle.held() && self.acker.as_ref().is_some_and(lapin::Acker::usable)
     }
 }
 
@@ -482,8 +576,10 @@ impl Drop for AmqpAcker {
         if let Some(acker) = self.acker.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            let settle = self.settle.clone();
             rt.spawn(async move {
-                let _ = acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                let opts = BasicNackOptions { requeue: true, multiple: false };
+                let _ = settle.settle("nack", false, |_| async move { acker.nack(opts).await }).await;
             });
         }
     }

@@ -24,6 +24,9 @@ pub struct Message {
     pub body: Vec<u8>,
     /// String headers (reasons, attempt counts).
     pub headers: BTreeMap<String, String>,
+    /// The AMQP `user_id` property: RabbitMQ refuses a publish whose `user_id` is not the
+    /// publishing connection's user, so on delivery it names who published (when set).
+    pub user_id: Option<String>,
 }
 
 impl Message {
@@ -114,6 +117,10 @@ pub enum BusError {
     /// The connection is gone and could not be re-established.
     #[error("broker connection lost: {0}")]
     Disconnected(String),
+    /// The delivery is no longer held by this consumer (its channel or connection closed, and
+    /// the broker requeued it): it cannot be settled from here.
+    #[error("delivery lost: {0}")]
+    Lost(String),
     /// The broker refused a declaration or an operation.
     #[error("broker refused {what}: {reason}")]
     Refused {
@@ -161,13 +168,29 @@ pub trait Consumer: Send {
     async fn next(&mut self) -> Option<Result<Delivery, BusError>>;
 }
 
+/// One message to publish as part of [`Acker::ack_with`]: (exchange, routing key, message).
+pub type Outgoing = (String, String, Message);
+
 /// Settles a delivery with the broker.
 #[async_trait]
-pub trait Acker: Send {
+pub trait Acker: Send + Sync {
     /// The message is done with; the broker forgets it.
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
     /// The message was not handled: back to its queue (`requeue`) or dropped/dead-lettered.
     async fn nack(self: Box<Self>, requeue: bool) -> Result<(), BusError>;
+    /// Publishes `messages` (persistent) and acks this delivery as one atomic step (an AMQP
+    /// transaction on the delivery's own channel): afterwards the broker holds all of them and
+    /// has forgotten the delivery, or, when this fails, holds none of them and still has the
+    /// delivery. It fails with [`BusError::Lost`] once the delivery is no longer this holder's
+    /// (its channel closed and the broker requeued it for someone else): that is the fence that
+    /// keeps a stale holder from committing anything. Unroutable messages are not detected:
+    /// publish to queues and exchanges that were declared.
+    async fn ack_with(self: Box<Self>, messages: Vec<Outgoing>) -> Result<(), BusError>;
+    /// False once this holder can no longer settle the delivery (the channel it came on closed,
+    /// so the broker has requeued it): whatever the holder is doing for it is now stale.
+    fn is_held(&self) -> bool {
+        true
+    }
 }
 
 /// One message handed to a consumer, to be settled exactly once. Dropping it unsettled returns
@@ -199,6 +222,16 @@ impl Delivery {
     /// Rejects the delivery, requeueing it or not.
     pub async fn nack(self, requeue: bool) -> Result<(), BusError> {
         self.acker.nack(requeue).await
+    }
+
+    /// False once the delivery is no longer this holder's ([`Acker::is_held`]).
+    pub fn is_held(&self) -> bool {
+        self.acker.is_held()
+    }
+
+    /// Publishes `messages` and acks the delivery atomically ([`Acker::ack_with`]).
+    pub async fn ack_with(self, messages: Vec<Outgoing>) -> Result<(), BusError> {
+        self.acker.ack_with(messages).await
     }
 }
 

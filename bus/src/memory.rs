@@ -284,6 +284,23 @@ impl Acker for MemoryAcker {
         }
         Ok(())
     }
+
+    async fn ack_with(mut self: Box<Self>, messages: Vec<crate::Outgoing>) -> Result<(), BusError> {
+        // Routed first, under the one lock, so a bad route publishes nothing and keeps the
+        // delivery (it is requeued when this acker drops).
+        let mut st = self.bus.state();
+        let mut routed = Vec::with_capacity(messages.len());
+        for (exchange, key, message) in messages {
+            routed.push((MemoryBus::route(&st, &exchange, &key)?, key, message));
+        }
+        for (targets, key, message) in routed {
+            for q in targets {
+                self.bus.enqueue(&mut st, &q, &key, message.clone());
+            }
+        }
+        self.held = None;
+        Ok(())
+    }
 }
 
 impl Drop for MemoryAcker {
@@ -334,6 +351,24 @@ mod tests {
         assert_eq!(d.message.body, b"x");
         d.nack(false).await.unwrap();
         assert_eq!(bus.depth("q").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn ack_with_publishes_and_acks_together() {
+        let bus = bus_with("q", 0).await;
+        bus.declare_queue(&QueueSpec::durable("next")).await.unwrap();
+        bus.publish("", "q", Message::new("m", b"x".to_vec())).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        // A bad route publishes nothing and keeps the delivery.
+        let d = c.next().await.unwrap().unwrap();
+        let bad = vec![("nowhere".to_string(), "k".to_string(), Message::new("n", vec![]))];
+        assert!(d.ack_with(bad).await.is_err());
+        assert_eq!(bus.depth("next").await.unwrap(), 0);
+        let d = c.next().await.unwrap().unwrap();
+        assert!(d.redelivered);
+        let next = vec![(String::new(), "next".to_string(), Message::new("n", b"y".to_vec()))];
+        d.ack_with(next).await.unwrap();
+        assert_eq!((bus.depth("q").await.unwrap(), bus.depth("next").await.unwrap()), (0, 1));
     }
 
     #[tokio::test]

@@ -13,10 +13,20 @@ pub const SUBMIT_KEY: &str = "submit";
 /// Durable queue the scheduler admits jobs from; one active consumer at a time, so replicas
 /// never admit the same job id twice.
 pub const SUBMIT_QUEUE: &str = "reelforge.submit";
-/// Durable queue of admitted jobs whose tenant is at its in-flight limit.
+/// Durable queue of admitted jobs whose tenant is at its in-flight limit; one active consumer
+/// at a time, so only one replica releases held jobs.
 pub const HELD_QUEUE: &str = "reelforge.held";
 /// Durable queue of tasks that failed every attempt; header `x-reelforge-reason` says why.
 pub const DEAD_LETTER_QUEUE: &str = "reelforge.dlq";
+/// Durable queue of committed attempts (one [`protocol::JobResult`] each): a worker's task
+/// commits by publishing its result here and acking its task in one transaction, and any
+/// worker then writes the result as `result.json` and publishes `finished`.
+pub const COMMITS_QUEUE: &str = "reelforge.commits";
+/// The header a delayed commit record counts its tries in.
+pub const COMMIT_TRIES_HEADER: &str = "x-reelforge-commit-tries";
+/// The header of a commit record whose `finished` event was published already (by the
+/// scheduler, for jobs that end at admission): the committer only writes `result.json`.
+pub const ANNOUNCED_HEADER: &str = "x-reelforge-announced";
 /// Topic exchange of [`protocol::Event`]s, routing key `job.<id>.<state>`.
 pub const EVENTS_EXCHANGE: &str = "reelforge.events";
 /// Fanout exchange of [`protocol::Control`] messages (cancellation).
@@ -48,8 +58,10 @@ pub async fn declare_core(bus: &dyn Bus) -> Result<(), BusError> {
     bus.declare_exchange(HEARTBEATS_EXCHANGE, ExchangeKind::Fanout).await?;
     bus.declare_queue(&QueueSpec { single_active_consumer: true, ..QueueSpec::durable(SUBMIT_QUEUE) }).await?;
     bus.bind(SUBMIT_QUEUE, JOBS_EXCHANGE, SUBMIT_KEY).await?;
-    bus.declare_queue(&QueueSpec { max_priority: MAX_PRIORITY, ..QueueSpec::durable(HELD_QUEUE) }).await?;
+    let held = QueueSpec { max_priority: MAX_PRIORITY, single_active_consumer: true, ..QueueSpec::durable(HELD_QUEUE) };
+    bus.declare_queue(&held).await?;
     bus.declare_queue(&QueueSpec::durable(DEAD_LETTER_QUEUE)).await?;
+    bus.declare_queue(&QueueSpec::durable(COMMITS_QUEUE)).await?;
     Ok(())
 }
 

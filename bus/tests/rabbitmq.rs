@@ -103,8 +103,12 @@ async fn ttl_rung_dead_letters_back_to_the_work_queue() {
     let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", &rung]).output();
 }
 
+/// Tests that close connections run one at a time (one closes every connection there is).
+static CLOSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn consumers_survive_a_dropped_connection() {
+    let _one_at_a_time = CLOSING.lock().await;
     let bus = bus().await;
     let q = unique("reconnect");
     // Durable and not auto-delete: the queue must outlive the dropped connection.
@@ -148,4 +152,65 @@ async fn atomic_publishes_arrive_together_and_concurrently() {
     let d = bus.get(&q2).await.unwrap().unwrap();
     assert_eq!(d.message.body, b"b");
     d.ack().await.unwrap();
+}
+
+/// Closes the connection whose client-provided name is `name`, as an operator or a network would.
+fn close_connection_named(name: &str) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "--no-table-headers", "pid", "client_properties"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = listing
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no connection named {name} in {listing}"));
+    let out = std::process::Command::new("rabbitmqctl").args(["-q", "close_connection", pid, "test"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn ack_with_is_atomic_and_fenced_by_the_delivery() {
+    let _one_at_a_time = CLOSING.lock().await;
+    let name = unique("fenced-conn");
+    let bus = AmqpBus::connect_named(&url(), Some(&name)).await.unwrap();
+    let (q, next) = (unique("fence"), unique("fence.next"));
+    bus.declare_queue(&QueueSpec::durable(&q)).await.unwrap();
+    bus.declare_queue(&QueueSpec::durable(&next)).await.unwrap();
+    let mut c = bus.consume(&q, 4).await.unwrap();
+    let mut take = async || tokio::time::timeout(Duration::from_secs(30), c.next()).await.unwrap().unwrap().unwrap();
+
+    // Settled together with its successor: the successor is queued, the message is gone.
+    bus.publish("", &q, Message::new("a", b"1".to_vec())).await.unwrap();
+    let d = take().await;
+    assert!(d.is_held());
+    d.ack_with(vec![(String::new(), next.clone(), Message::new("a2", b"2".to_vec()))]).await.unwrap();
+    // A plain ack on the same (now transactional) channel still settles.
+    bus.publish("", &q, Message::new("p", b"p".to_vec())).await.unwrap();
+    take().await.ack().await.unwrap();
+    assert_eq!((bus.depth(&q).await.unwrap(), bus.depth(&next).await.unwrap()), (0, 1));
+
+    // The holder's connection goes: the broker requeues the message, and the stale holder can
+    // commit nothing.
+    bus.publish("", &q, Message::new("b", b"3".to_vec())).await.unwrap();
+    let d = take().await;
+    close_connection_named(&name);
+    for _ in 0..100 {
+        if !d.is_held() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!d.is_held(), "the delivery of a closed connection still looks held");
+    let err = d.ack_with(vec![(String::new(), next.clone(), Message::new("b2", b"4".to_vec()))]).await.unwrap_err();
+    assert!(matches!(err, BusError::Lost(_)), "{err}");
+    let again = take().await;
+    assert_eq!(again.message.id, "b");
+    assert!(again.redelivered);
+    again.ack().await.unwrap();
+    assert_eq!(bus.depth(&next).await.unwrap(), 1, "the stale holder's successor landed");
+    for queue in [&q, &next] {
+        let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", queue]).output();
+    }
 }

@@ -275,13 +275,45 @@ impl Fleet {
             .collect()
     }
 
+    /// Every file stored under a job's folder, as paths relative to it (execution folders
+    /// included), sorted.
     pub fn outputs_of(&self, tenant: &str, id: &str) -> Vec<String> {
-        let dir = self.store().join(tenant).join(id);
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let root = self.store().join(tenant).join(id);
+        let mut names = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    names.push(p.strip_prefix(&root).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
         names.sort();
         names
+    }
+
+    /// Closes the AMQP connections of the process named `name` in this fleet's vhost, as
+    /// `rabbitmqctl close_connection` does when an operator or a network drops one; returns
+    /// how many it closed.
+    pub fn close_connections_of(&self, name: &str) -> usize {
+        let out = Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "--no-table-headers", "pid", "vhost", "client_properties"])
+            .output()
+            .expect("rabbitmqctl on PATH");
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut closed = 0;
+        for line in listing.lines() {
+            let mut cols = line.splitn(3, '\t');
+            let (Some(pid), Some(vhost), Some(props)) = (cols.next(), cols.next(), cols.next()) else { continue };
+            if vhost == self.vhost && props.contains(&format!("{name}\"")) && props.contains("reelforge ") {
+                rabbitmqctl(&["close_connection", pid, "closed by the test"]);
+                closed += 1;
+            }
+        }
+        closed
     }
 }
 

@@ -431,17 +431,23 @@ async fn server_gone_mid_upload_is_a_transient_error_and_no_object() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The worker over S3: manifest last, requeue on outage
+// The worker over S3: manifest last, the retry ladder on outage
 
 struct Fleet {
     bus: Arc<MemoryBus>,
     events: Box<dyn Consumer>,
     stop: CancellationToken,
+    /// `retrying` events seen so far.
+    retries: usize,
     _scratch: tempfile::TempDir,
 }
 
 impl Fleet {
     async fn start(store: S3Store) -> Fleet {
+        Self::start_with(store, |_| {}).await
+    }
+
+    async fn start_with(store: S3Store, configure: impl FnOnce(&mut WorkerConfig)) -> Fleet {
         let scratch = tempfile::tempdir().unwrap();
         let bus = Arc::new(MemoryBus::new());
         topology::declare_core(bus.as_ref()).await.unwrap();
@@ -449,14 +455,15 @@ impl Fleet {
         bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
         let events = bus.consume("test.events", 1000).await.unwrap();
         let stop = CancellationToken::new();
-        let cfg = WorkerConfig {
+        let mut cfg = WorkerConfig {
             id: "s3-worker".into(),
             kinds: vec![JobKind::Edit],
             scratch_dir: scratch.path().to_owned(),
             ..Default::default()
         };
+        configure(&mut cfg);
         tokio::spawn(Worker::new(bus.clone(), Arc::new(store), cfg).run(stop.clone()));
-        Fleet { bus, events, stop, _scratch: scratch }
+        Fleet { bus, events, stop, retries: 0, _scratch: scratch }
     }
 
     async fn submit(&self, job: serde_json::Value) {
@@ -474,8 +481,10 @@ impl Fleet {
             let d = tokio::time::timeout_at(deadline, self.events.next()).await.ok()??.unwrap();
             let ev: Event = serde_json::from_slice(&d.message.body).unwrap();
             d.ack().await.unwrap();
-            if let EventBody::Finished { result } = ev.event {
-                return Some(*result);
+            match ev.event {
+                EventBody::Finished { result } => return Some(*result),
+                EventBody::State { state: protocol::JobState::Retrying, .. } => self.retries += 1,
+                _ => {}
             }
         }
     }
@@ -543,7 +552,9 @@ async fn worker_writes_outputs_then_result_json_last() {
     let result = fleet.finished(Duration::from_secs(120)).await.unwrap();
     check_committed(&direct, &result, "job-1").await;
     let puts = job_puts(&proxy, &bucket(&direct), "job-1");
-    assert_eq!(puts.len(), result.outputs.len() + 1, "{puts:?}");
+    // The attempt's start marker, every output, then the manifest.
+    assert_eq!(puts.len(), result.outputs.len() + 2, "{puts:?}");
+    assert_eq!(puts.first().unwrap(), "attempt-1.json", "{puts:?}");
     assert_eq!(puts.last().unwrap(), RESULT_FILE, "{puts:?}");
     // Every output's metadata says what made it.
     let key = result.outputs[0].uri.strip_prefix(&format!("s3://{}/", bucket(&direct))).unwrap();
@@ -564,35 +575,46 @@ async fn worker_writes_outputs_then_result_json_last() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_gone_mid_job_requeues_and_leaves_no_manifest() {
+async fn server_gone_mid_job_retries_on_the_ladder_and_leaves_no_manifest() {
     let direct = fresh("wkcut", |_| {}).await;
     let proxy = Proxy::start(authority(&server().endpoint)).await;
     let mut cfg = direct.config().clone();
     cfg.endpoint = Some(proxy.endpoint.clone());
-    let mut fleet = Fleet::start(connect(cfg).await).await;
+    let mut fleet = Fleet::start_with(connect(cfg).await, |c| {
+        c.max_attempts = 8;
+        c.retry_delays_ms = vec![300, 600, 1200, 2400];
+    })
+    .await;
     let source = upload_sample(&direct, "b.mp4").await;
 
     // The server goes away when the job's second upload starts (one output already stored).
     let b = bucket(&direct);
-    proxy.cut_when(&format!("PUT /{b}/t1/job-2/clip-02.mp4"));
+    proxy.cut_when("/clip-02.mp4");
     fleet.submit(edit_job("job-2", &source)).await;
-    // While it is down: no result, no manifest, and the message keeps coming back.
-    assert!(fleet.finished(Duration::from_secs(15)).await.is_none(), "a job finished while its store was down");
+    // While it is down: no result, no manifest; the task goes up the retry ladder (never
+    // requeued in a loop) and each attempt finds the server gone.
+    assert!(fleet.finished(Duration::from_secs(8)).await.is_none(), "a job finished while its store was down");
     assert!(proxy.tripped.load(Ordering::SeqCst), "the cut never happened");
     let cut = job_puts(&proxy, &b, "job-2");
-    assert_eq!(cut, ["clip-01.mp4", "clip-02.mp4"], "uploads before the cut");
+    assert_eq!(cut.len(), 3, "marker and uploads before the cut: {cut:?}");
+    assert!(cut[1].ends_with("/clip-01.mp4") && cut[2].ends_with("/clip-02.mp4"), "{cut:?}");
     assert!(
         direct.get(&format!("t1/job-2/{RESULT_FILE}")).await.unwrap().is_none(),
         "no manifest for a job that died mid-upload"
     );
-    assert!(proxy.refused.load(Ordering::SeqCst) >= 2, "the requeued job kept retrying");
+    assert!(fleet.retries >= 2, "retries while the server was down: {}", fleet.retries);
+    assert!(proxy.refused.load(Ordering::SeqCst) >= 2, "the retried job kept trying");
 
-    // The server is back: the requeued message runs the job cleanly to its manifest.
+    // The server is back: the next attempt runs the job cleanly to its manifest, and the first
+    // attempt's partial upload is deleted.
     proxy.heal();
     let result =
-        fleet.finished(Duration::from_secs(120)).await.expect("the requeued job finished after the server came back");
+        fleet.finished(Duration::from_secs(120)).await.expect("the retried job finished after the server came back");
+    assert!(result.attempt >= 2, "{}", result.attempt);
     check_committed(&direct, &result, "job-2").await;
     let puts = job_puts(&proxy, &b, "job-2");
     assert_eq!(puts.last().unwrap(), RESULT_FILE, "{puts:?}");
     assert_eq!(puts.iter().filter(|p| *p == RESULT_FILE).count(), 1, "{puts:?}");
+    let first_upload = format!("t1/job-2/{}", cut[1]);
+    assert!(direct.get(&first_upload).await.unwrap().is_none(), "{first_upload} of the failed attempt is left");
 }

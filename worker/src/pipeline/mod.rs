@@ -256,7 +256,7 @@ impl PipelineError {
         }
     }
 
-    /// True when another attempt may succeed (storage hiccups), so the message is requeued.
+    /// True when another attempt may succeed (storage hiccups): the task goes up the retry ladder.
     pub fn is_transient(&self) -> bool {
         matches!(self, PipelineError::Storage(e) if e.is_transient())
     }

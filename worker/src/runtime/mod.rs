@@ -1,11 +1,13 @@
 //! `runtime` owns a worker's life: declare and consume the work queues of the profiles it
 //! serves (prefetch = capacity), follow the control feed (cancellations), publish heartbeats,
-//! run each task ([`task`]), and stop cleanly: on shutdown it stops consuming, lets running
-//! tasks finish within a grace period, then interrupts them so their messages are requeued.
+//! run each task ([`task`]), write the results tasks commit ([`commit`]), and stop cleanly: on
+//! shutdown it stops consuming, lets running tasks finish within a grace period, then
+//! interrupts them so their messages are requeued, and writes the results they committed.
 //! With `exit_when_idle` it stops by itself once nothing has arrived for that long (Kubernetes
 //! batch Jobs). It keeps its [`WorkerMetrics`] up to date (and polls the GPUs where there are
 //! any) and flags when its consumers are up, for `/readyz`.
 
+pub mod commit;
 pub mod control;
 pub mod task;
 
@@ -117,6 +119,34 @@ impl Default for WorkerConfig {
             watermark_key: WatermarkKey::dev(),
         }
     }
+}
+
+/// Longest a stopping worker waits for the commits queue to empty.
+const COMMIT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Consumes the commits queue until `stop`, each record in a task of its own; waits for those
+/// running before it returns.
+async fn commit_loop(worker: Arc<Worker>, mut records: Box<dyn bus::Consumer>, stop: CancellationToken) {
+    let mut writing = tokio::task::JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = records.next() => next,
+        };
+        while writing.try_join_next().is_some() {}
+        match next {
+            Some(Ok(d)) => {
+                let worker = worker.clone();
+                writing.spawn(async move { worker.write_manifest(d).await });
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "commits consume failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => break,
+        }
+    }
+    while writing.join_next().await.is_some() {}
 }
 
 fn hostname() -> String {
@@ -359,6 +389,12 @@ impl Worker {
         info!(worker = %self.cfg.id, profiles = ?self.cfg.profiles, capacity = self.cfg.capacity, "worker consuming");
 
         let this = Arc::new(self);
+        let stop_commits = CancellationToken::new();
+        let committer = tokio::spawn(commit_loop(
+            this.clone(),
+            bus.consume(topology::COMMITS_QUEUE, 16).await?,
+            stop_commits.clone(),
+        ));
         let slots = Arc::new(Semaphore::new(this.cfg.capacity.max(1)));
         let mut running = tokio::task::JoinSet::new();
         let mut last_activity = Instant::now();
@@ -415,6 +451,13 @@ impl Worker {
                 }
             }
         }
+        // Write what the tasks committed (another worker would, but do not leave it waiting).
+        let t0 = Instant::now();
+        while t0.elapsed() < COMMIT_DRAIN && this.bus.depth(topology::COMMITS_QUEUE).await.is_ok_and(|n| n > 0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_commits.cancel();
+        let _ = committer.await;
         beating.abort();
         if let Some(p) = gpu_polling {
             p.abort();

@@ -1,15 +1,34 @@
-//! One task from delivery to acknowledgement. The order is what makes jobs impossible to lose
-//! or to run twice: a committed `result.json` means done (publish it again, ack); a redelivered
-//! message means the previous attempt died (count it, retry later); cancelled or expired jobs
-//! end without running; otherwise run, upload every output, write `result.json` last, publish
-//! `finished`, and only then ack. Transient failures go up the retry ladder (a delayed copy of
-//! the task with the next attempt number, then ack); after `max_attempts` the task goes to the
-//! dead-letter queue with its reason and the job ends `retries_exhausted`.
+//! One task from delivery to acknowledgement, run at most once in effect. The rules, and the
+//! code below that enforces them:
+//! - **One live copy.** Every way a task leaves a worker (committed, sent up the retry ladder,
+//!   dead-lettered, put back at shutdown) publishes its successor and acks the delivery in one
+//!   broker transaction on the delivery's own channel ([`bus::Acker::ack_with`]), so the broker
+//!   holds exactly one copy of a task at any time, queued or in one worker's hands.
+//! - **Fenced.** A worker whose delivery is taken from it (its channel or connection closed, so
+//!   the broker requeued the task for someone else) can no longer ack it, so nothing it
+//!   publishes in that transaction lands: it cannot commit. It notices within
+//!   [`LIVENESS_CHECK`], interrupts the pipeline, deletes what it uploaded and lets go.
+//! - **Committed once.** An attempt commits by publishing its result to
+//!   [`topology::COMMITS_QUEUE`] in that same transaction; the committer
+//!   ([`super::commit`]) then writes `result.json` and publishes `finished`. Outputs go under
+//!   a folder of their own per execution (`{tenant}/{job_id}/a{attempt}-{nonce}/`), so a
+//!   stale execution can never overwrite the files a committed result points to.
+//! - **Only started attempts count.** A worker writes `attempt-{n}.json` before it runs
+//!   attempt `n`. A redelivered task whose marker is absent was only prefetched by a worker
+//!   that died: it runs as the same attempt. One whose marker exists was interrupted: it goes up
+//!   the retry ladder as the next attempt.
+//! - **Nothing loops.** A committed `result.json` means done (publish it again, ack). Every
+//!   failure ends in the ladder (a delayed copy with the next attempt number), the dead-letter
+//!   queue (after `max_attempts`, with the reason, and a `retries_exhausted` result), or a
+//!   result; the worker never requeues a task itself.
+//!
+//! Cancelled and expired jobs end without running.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use bus::{Acker, Bus, Delivery, Message, topology};
+use bus::{Acker, Bus, Delivery, Message, Outgoing, topology};
 use chrono::Utc;
 use protocol::{
     ErrorCode, Event, EventBody, Job, JobId, JobResult, JobState, JobStatus, MediaLocation, Output, Stage, StageTiming,
@@ -26,14 +45,27 @@ use crate::safety::SafetyCheck;
 use crate::storage::{ObjectMeta, RESULT_FILE, StorageError, check_input_access, check_local_input_access, output_key};
 use crate::watermark::{Generator, Payload, Watermarker};
 
+/// How often a running task checks that its delivery is still its own.
+pub const LIVENESS_CHECK: Duration = Duration::from_millis(200);
+
+/// The header a dead-lettered task carries its attempt count in.
+pub const ATTEMPTS_HEADER: &str = "x-reelforge-attempts";
+
 /// How one attempt ended, before its result is committed.
 enum Attempt {
     /// Succeeded, failed for good, was cancelled or expired: commit this result.
     Done(JobResult),
     /// Failed in a way another attempt may not: retry with this reason.
     Retry(String),
-    /// Interrupted by shutdown: requeue as is.
+    /// Interrupted by shutdown: put back as is.
     Requeue(String),
+    /// The delivery was taken from this worker mid-run: let go, commit nothing.
+    Lost,
+}
+
+/// The name of the marker written before attempt `n` runs.
+pub fn attempt_marker(n: u32) -> String {
+    format!("attempt-{n}.json")
 }
 
 impl Worker {
@@ -48,8 +80,7 @@ impl Worker {
                 // The reason goes to the result, not the log: it can quote the document.
                 warn!(message_id = %message.id, %code, "refusing task");
                 let result = JobResult::failure(job_id, tenant, None, JobStatus::Failed, code, msg);
-                self.metrics.observe_result("unknown", result.status, started.elapsed(), &[]);
-                return self.finish(result, acker).await;
+                return self.commit(result, acker, started).await;
             }
         };
         let waited = (Utc::now() - task.dispatched_at).to_std().unwrap_or_default();
@@ -65,14 +96,28 @@ impl Worker {
         match self.existing_result(&job).await {
             Ok(Some(result)) => {
                 info!(redelivered, "result.json exists; not running again");
-                return self.finish(result, acker).await;
+                return self.republish(result, acker).await;
             }
             Ok(None) => {}
-            Err(e) => return requeue(acker, &e.to_string()).await,
+            Err(e) if e.is_transient() => {
+                return self.retry(task, acker, format!("reading result.json: {e}"), started).await;
+            }
+            Err(e) => {
+                let r = self.failure(&job, JobStatus::Failed, ErrorCode::InvalidJob, e.to_string());
+                return self.commit(r, acker, started).await;
+            }
         }
         if redelivered {
-            let why = format!("attempt {} was interrupted (the worker running it was lost)", task.attempt);
-            return self.retry(task, acker, why, started).await;
+            match self.store.get(&marker_key(&job, task.attempt)).await {
+                Ok(Some(_)) => {
+                    let why = format!("attempt {} was interrupted (the worker running it was lost)", task.attempt);
+                    return self.retry(task, acker, why, started).await;
+                }
+                Ok(None) => {
+                    info!("redelivered before it started (prefetched by a worker that went away); same attempt")
+                }
+                Err(e) => return self.retry(task, acker, format!("reading the attempt marker: {e}"), started).await,
+            }
         }
         let attempt = if job.deadline().is_some_and(|d| d < Utc::now()) {
             let r = self.failure(
@@ -91,23 +136,9 @@ impl Worker {
                     "cancelled before it started",
                 )),
                 Some(flags) => {
-                    self.publish_state(&job, JobState::Running, None).await;
-                    let out = self.execute(&task, flags).await;
+                    let out = self.run_fenced(&task, flags, acker.as_ref()).await;
                     self.registry.finish(job.job_id());
-                    match out {
-                        Ok(result) => Attempt::Done(result),
-                        Err(PipelineError::Interrupted) => Attempt::Requeue("interrupted by shutdown".into()),
-                        Err(e) if e.is_transient() => Attempt::Retry(e.to_string()),
-                        Err(e) => {
-                            let status = match e {
-                                PipelineError::Cancelled => JobStatus::Cancelled,
-                                PipelineError::DeadlineExceeded => JobStatus::Expired,
-                                _ => JobStatus::Failed,
-                            };
-                            warn!(code = %e.code(), "job failed: {e}");
-                            Attempt::Done(self.failure(&job, status, e.code(), e.to_string()))
-                        }
-                    }
+                    out
                 }
             }
         };
@@ -118,12 +149,84 @@ impl Worker {
             }
             Attempt::Retry(why) => self.retry(task, acker, why, started).await,
             Attempt::Requeue(why) => self.put_back(task, acker, &why).await,
+            Attempt::Lost => {
+                warn!("delivery lost mid-run (connection or channel closed); letting go, another attempt runs it");
+            }
+        }
+    }
+
+    /// Marks the attempt started, runs it while watching that the delivery is still this
+    /// worker's, and says how it ended. Outputs of an attempt that lost its delivery are deleted.
+    async fn run_fenced(&self, task: &Task, flags: super::control::TaskFlags, acker: &dyn Acker) -> Attempt {
+        let job = &task.job;
+        let exec = format!("a{}-{}", task.attempt, nonce(&self.cfg.id));
+        let marker = serde_json::json!({ "worker": self.cfg.id, "exec": exec, "started_at": Utc::now() });
+        let meta = ObjectMeta { content_type: "application/json".into(), ..Default::default() };
+        if let Err(e) = self.store.put_bytes(&marker_key(job, task.attempt), marker.to_string().as_bytes(), &meta).await
+        {
+            return if e.is_transient() {
+                Attempt::Retry(format!("writing the attempt marker: {e}"))
+            } else {
+                Attempt::Done(self.failure(job, JobStatus::Failed, ErrorCode::InvalidJob, e.to_string()))
+            };
+        }
+        if !acker.is_held() {
+            return Attempt::Lost;
+        }
+        self.publish_state(job, JobState::Running, None).await;
+        let lost = AtomicBool::new(false);
+        let interrupt = flags.interrupt.clone();
+        let mut inputs_seen = Vec::new();
+        let out = {
+            let run = self.execute(task, flags, &exec, &mut inputs_seen);
+            tokio::pin!(run);
+            let mut tick = tokio::time::interval(LIVENESS_CHECK);
+            loop {
+                tokio::select! {
+                    out = &mut run => break out,
+                    _ = tick.tick() => if !acker.is_held() && !lost.swap(true, Ordering::Relaxed) {
+                        warn!("delivery lost mid-run; interrupting the attempt");
+                        interrupt.store(true, Ordering::Relaxed);
+                    },
+                }
+            }
+        };
+        if lost.load(Ordering::Relaxed) || !acker.is_held() {
+            if let Ok(r) = &out {
+                self.discard_outputs(r).await;
+            }
+            return Attempt::Lost;
+        }
+        match out {
+            Ok(result) => Attempt::Done(result),
+            Err(PipelineError::Interrupted) => Attempt::Requeue("interrupted by shutdown".into()),
+            Err(e) if e.is_transient() => Attempt::Retry(e.to_string()),
+            Err(e) => {
+                let status = match e {
+                    PipelineError::Cancelled => JobStatus::Cancelled,
+                    PipelineError::DeadlineExceeded => JobStatus::Expired,
+                    _ => JobStatus::Failed,
+                };
+                warn!(code = %e.code(), "job failed: {e}");
+                let message = redact_paths(&e.to_string(), &inputs_seen, &self.cfg.scratch_dir);
+                Attempt::Done(self.failure(job, status, e.code(), message))
+            }
         }
     }
 
     async fn existing_result(&self, job: &Job) -> Result<Option<JobResult>, StorageError> {
         let key = output_key(job.tenant(), job.job_id(), RESULT_FILE)?;
         Ok(self.store.get(&key).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Deletes the outputs an uncommitted result points to (best effort: a stale attempt's).
+    async fn discard_outputs(&self, result: &JobResult) {
+        for out in &result.outputs {
+            let Some(key) = self.store.key_of(&out.uri) else { continue };
+            if let Err(e) = self.store.delete(&key).await {
+                warn!(uri = %out.uri, "could not delete an uncommitted output: {e}");
+            }
+        }
     }
 
     /// Sends the task up the retry ladder, or to the dead-letter queue once attempts run out.
@@ -133,15 +236,15 @@ impl Worker {
             warn!(attempts = task.attempt, "attempts exhausted; dead-lettering: {why}");
             let mut msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"));
             msg.headers.insert(topology::REASON_HEADER.into(), why.clone());
-            msg.headers.insert("x-reelforge-attempts".into(), task.attempt.to_string());
-            if let Err(e) = self.bus.publish("", topology::DEAD_LETTER_QUEUE, msg).await {
-                return requeue(acker, &format!("dead-letter publish failed: {e}")).await;
-            }
-            self.metrics.dead_lettered.with_label_values(&[job.kind().as_str()]).inc();
+            msg.headers.insert(ATTEMPTS_HEADER.into(), task.attempt.to_string());
             let message = format!("failed {} attempts; last: {why}", task.attempt);
             let mut r = self.failure(&job, JobStatus::Failed, ErrorCode::RetriesExhausted, message);
             r.attempt = task.attempt;
-            return self.commit(r, acker, started).await;
+            let dead = (String::new(), topology::DEAD_LETTER_QUEUE.to_owned(), msg);
+            if self.commit_with(r, acker, started, vec![dead]).await {
+                self.metrics.dead_lettered.with_label_values(&[job.kind().as_str()]).inc();
+            }
+            return;
         }
         let rung = &self.rungs[(task.attempt as usize).saturating_sub(1).min(self.rungs.len() - 1)];
         task.attempt += 1;
@@ -149,38 +252,41 @@ impl Worker {
         let queue = topology::task_queue(job.kind(), job.profile());
         let msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"))
             .with_priority(job.priority());
-        if let Err(e) = self.bus.publish(rung, &queue, msg).await {
-            return requeue(acker, &format!("retry publish failed: {e}")).await;
-        }
-        self.metrics.retries.with_label_values(&[job.kind().as_str()]).inc();
-        warn!(next_attempt = task.attempt, %rung, "retrying: {why}");
-        self.publish_state(&job, JobState::Retrying, Some(why)).await;
-        if let Err(e) = acker.ack().await {
-            warn!("ack after retry publish failed ({e}); a duplicate attempt will find result.json");
+        let event = self.state_event(&job, JobState::Retrying, Some(why.clone()));
+        match acker.ack_with(vec![(rung.clone(), queue, msg), event_message(&event)]).await {
+            Ok(()) => {
+                self.metrics.retries.with_label_values(&[job.kind().as_str()]).inc();
+                warn!(next_attempt = task.attempt, %rung, "retrying: {why}");
+            }
+            Err(e) => warn!("retry not published ({e}); the task stays with the broker"),
         }
     }
 
     /// Puts an interrupted task back on its work queue as it was (same attempt: an interruption
-    /// by shutdown is not the job's failure), then acks.
+    /// by shutdown is not the job's failure), acking the delivery in the same transaction.
     async fn put_back(&self, task: Task, acker: Box<dyn Acker>, why: &str) {
         let job = &task.job;
         let queue = topology::task_queue(job.kind(), job.profile());
         let msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"))
             .with_priority(job.priority());
-        match self.bus.publish("", &queue, msg).await {
+        match acker.ack_with(vec![(String::new(), queue.clone(), msg)]).await {
             Ok(()) => {
                 info!("put back on {queue}: {why}");
                 self.metrics.put_back.with_label_values(&[job.kind().as_str()]).inc();
-                if let Err(e) = acker.ack().await {
-                    warn!("ack after put-back failed ({e}); a duplicate will find result.json");
-                }
             }
-            Err(e) => requeue(acker, &format!("{why}; put-back failed: {e}")).await,
+            Err(e) => warn!("{why}; put-back failed ({e}); the broker requeues the task"),
         }
     }
 
     /// Runs the pipeline and uploads its artifacts; the result is not yet committed.
-    async fn execute(&self, task: &Task, flags: super::control::TaskFlags) -> Result<JobResult, PipelineError> {
+    /// Outputs go under `exec/` in the job's folder.
+    async fn execute(
+        &self,
+        task: &Task,
+        flags: super::control::TaskFlags,
+        exec: &str,
+        inputs_seen: &mut Vec<(std::path::PathBuf, String)>,
+    ) -> Result<JobResult, PipelineError> {
         let job = task.job.clone();
         if self.cfg.noop_pipeline {
             let mut r =
@@ -215,6 +321,7 @@ impl Worker {
                 _ => check_input_access(job.tenant(), &loc, &self.cfg.shared_input_buckets)?,
             }
             let file = self.store.fetch(&loc, scratch.path(), self.cfg.limits.max_file_bytes).await?;
+            inputs_seen.push((file.clone(), uri.0.clone()));
             match history_index {
                 Some(index) => history.push(HistoryMedia { index, path: file }),
                 None => fetched.push(file),
@@ -251,13 +358,17 @@ impl Worker {
         })
         .await
         .map_err(|e| PipelineError::Io(std::io::Error::other(format!("pipeline thread panicked: {e}"))))?;
+        if let Some(why) = ctx.check().err() {
+            // Stopped while the pipeline ran (shutdown, a lost delivery): upload nothing.
+            return Err(why);
+        }
         let (PipelineOutput { artifacts, models }, withheld) = output?;
         let t1 = std::time::Instant::now();
         let job = &task.job;
         let mut outputs = Vec::with_capacity(artifacts.len());
         for (i, a) in artifacts.iter().enumerate() {
             ctx.check()?;
-            let key = output_key(job.tenant(), job.job_id(), &a.name)?;
+            let key = output_key(job.tenant(), job.job_id(), &format!("{exec}/{}", a.name))?;
             let mut meta = ObjectMeta { content_type: a.content_type.into(), ..Default::default() };
             meta.entries.extend(provenance.object_metadata());
             meta.entries.insert("job-id".into(), job.job_id().to_string());
@@ -303,63 +414,101 @@ impl Worker {
         r
     }
 
-    /// Writes `result.json` (the commit marker), publishes `finished`, then acks. A transient
-    /// storage failure requeues the message instead: nothing is acked before it is durable.
-    /// A stored result is counted in the metrics, with the time since `started`.
-    async fn commit(&self, mut result: JobResult, acker: Box<dyn Acker>, started: Instant) {
+    /// Commits an attempt's result: publishes it to the commits queue and acks the task in one
+    /// transaction ([`super::commit`] writes `result.json` and publishes `finished`). A stored
+    /// result is counted in the metrics, with the time since `started`.
+    async fn commit(&self, result: JobResult, acker: Box<dyn Acker>, started: Instant) {
+        self.commit_with(result, acker, started, Vec::new()).await;
+    }
+
+    /// [`Worker::commit`], publishing `also` in the same transaction; true when it committed.
+    async fn commit_with(
+        &self,
+        mut result: JobResult,
+        acker: Box<dyn Acker>,
+        started: Instant,
+        mut also: Vec<Outgoing>,
+    ) -> bool {
         result.worker.get_or_insert_with(|| self.cfg.id.clone());
-        let bytes = serde_json::to_vec_pretty(&result).expect("results serialise");
-        let meta = ObjectMeta { content_type: "application/json".into(), ..Default::default() };
-        let stored = match output_key(&result.tenant, &result.job_id, RESULT_FILE) {
-            Ok(key) => self.store.put_bytes(&key, &bytes, &meta).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if !matches!(&stored, Err(e) if e.is_transient()) {
-            let kind = result.kind.map_or("unknown", |k| k.as_str());
-            self.metrics.observe_result(kind, result.status, started.elapsed(), &result.timings);
-        }
-        match stored {
-            Ok(()) => self.finish(result, acker).await,
-            Err(e) if e.is_transient() => requeue(acker, &e.to_string()).await,
+        let record = Message::new(result.job_id.to_string(), serde_json::to_vec(&result).expect("results serialise"));
+        also.push((String::new(), topology::COMMITS_QUEUE.to_owned(), record));
+        match acker.ack_with(also).await {
+            Ok(()) => {
+                let kind = result.kind.map_or("unknown", |k| k.as_str());
+                self.metrics.observe_result(kind, result.status, started.elapsed(), &result.timings);
+                info!(status = ?result.status, "committed");
+                true
+            }
             Err(e) => {
-                warn!("result not stored ({e}); publishing it without a manifest");
-                self.finish(result, acker).await
+                warn!("not committed ({e}); the task went back to the broker and another attempt runs it");
+                self.discard_outputs(&result).await;
+                false
             }
         }
     }
 
-    /// Publishes the `finished` event (confirmed) and acks.
-    async fn finish(&self, result: JobResult, acker: Box<dyn Acker>) {
-        let status = result.status;
-        let event = Event::now(
-            result.job_id.clone(),
-            result.tenant.clone(),
-            &self.cfg.id,
-            EventBody::Finished { result: Box::new(result) },
-        );
-        if let Err(e) = publish_event(self.bus.as_ref(), &event).await {
-            return requeue(acker, &format!("finished event not confirmed: {e}")).await;
-        }
-        info!(status = ?status, "job finished");
-        if let Err(e) = acker.ack().await {
-            warn!("ack failed ({e}); the broker will redeliver and the manifest stops a second run");
+    /// Publishes an already committed result again (a duplicate task) and acks.
+    async fn republish(&self, result: JobResult, acker: Box<dyn Acker>) {
+        let event = finished_event(result, &self.cfg.id);
+        if let Err(e) = acker.ack_with(vec![event_message(&event)]).await {
+            warn!("finished event not published ({e}); the broker redelivers the duplicate");
         }
     }
 
+    fn state_event(&self, job: &Job, state: JobState, detail: Option<String>) -> Event {
+        Event::now(job.job_id().clone(), job.tenant().clone(), &self.cfg.id, EventBody::State { state, detail })
+    }
+
     async fn publish_state(&self, job: &Job, state: JobState, detail: Option<String>) {
-        let event =
-            Event::now(job.job_id().clone(), job.tenant().clone(), &self.cfg.id, EventBody::State { state, detail });
+        let event = self.state_event(job, state, detail);
         if let Err(e) = publish_event(self.bus.as_ref(), &event).await {
             warn!("state event not published: {e}");
         }
     }
 }
 
-async fn requeue(acker: Box<dyn Acker>, why: &str) {
-    warn!("requeueing: {why}");
-    if let Err(e) = acker.nack(true).await {
-        warn!("nack failed: {e}");
+/// A failure message as a client may see it: each fetched input's local path becomes the URI
+/// the job named, and any other path inside the worker's scratch directory loses its
+/// directories (the client learns nothing of the worker's file system).
+fn redact_paths(message: &str, inputs: &[(std::path::PathBuf, String)], scratch: &std::path::Path) -> String {
+    let mut out = message.to_owned();
+    for (path, uri) in inputs {
+        out = out.replace(&path.display().to_string(), uri);
     }
+    let root = format!("{}/", scratch.display().to_string().trim_end_matches('/'));
+    while let Some(at) = out.find(&root) {
+        // Drop the scratch root and the attempt's own directory under it.
+        let rest = &out[at + root.len()..];
+        let skip = rest.find('/').filter(|&i| !rest[..i].contains(char::is_whitespace)).map_or(0, |i| i + 1);
+        out.replace_range(at..at + root.len() + skip, "");
+    }
+    out
+}
+
+/// The key of attempt `n`'s marker.
+fn marker_key(job: &Job, n: u32) -> String {
+    format!("{}/{}/{}", job.tenant(), job.job_id(), attempt_marker(n))
+}
+
+/// A short id for one execution, unique across workers and restarts in practice.
+fn nonce(worker: &str) -> String {
+    use sha2::Digest;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let digest = sha2::Sha256::digest(format!("{worker}/{}/{t}/{n}", std::process::id()));
+    hex::encode(&digest[..4])
+}
+
+/// The `finished` event of a committed result.
+pub(crate) fn finished_event(result: JobResult, source: &str) -> Event {
+    Event::now(result.job_id.clone(), result.tenant.clone(), source, EventBody::Finished { result: Box::new(result) })
+}
+
+/// An event as an (exchange, routing key, message) to publish in a transaction.
+pub(crate) fn event_message(event: &Event) -> Outgoing {
+    let body = serde_json::to_vec(event).expect("events serialise");
+    (topology::EVENTS_EXCHANGE.to_owned(), event.routing_key(), Message::new(event.job_id.to_string(), body))
 }
 
 /// The media a job reads, with the field each comes from.
@@ -479,5 +628,22 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn failure_messages_name_inputs_not_scratch_paths() {
+        let scratch = Path::new("/var/tmp/rf");
+        let inputs = vec![(PathBuf::from("/var/tmp/rf/reelforge-Ab12/.tmpXy"), "s3://in/t1/a.mp4".to_owned())];
+        let msg = "invalid media /var/tmp/rf/reelforge-Ab12/.tmpXy: moov atom not found";
+        assert_eq!(redact_paths(msg, &inputs, scratch), "invalid media s3://in/t1/a.mp4: moov atom not found");
+        let msg = "scratch I/O on /var/tmp/rf/reelforge-Ab12/frames/0001.png: disk full";
+        assert_eq!(redact_paths(msg, &[], scratch), "scratch I/O on frames/0001.png: disk full");
+        assert_eq!(redact_paths("no paths here", &inputs, scratch), "no paths here");
     }
 }

@@ -124,6 +124,55 @@ impl Store for LocalStore {
             Err(e) => Err(io(&path, e)),
         }
     }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let root = self.root.clone();
+        let start = root.join(prefix.trim_end_matches('/'));
+        let walk = move || {
+            let mut keys = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(&dir, e)),
+                };
+                for entry in entries {
+                    let path = entry.map_err(|e| io(&dir, e))?.path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if !name.ends_with(".meta.json") && !name.starts_with(".tmp") {
+                        let key = path.strip_prefix(&root).ok().and_then(|k| k.to_str()).map(str::to_owned);
+                        keys.extend(key);
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        };
+        let keys: Vec<String> = tokio::task::spawn_blocking(walk)
+            .await
+            .map_err(|e| io(Path::new("<list>"), std::io::Error::other(e)))??;
+        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+    }
+
+    fn key_of(&self, uri: &str) -> Option<String> {
+        let path = uri.strip_prefix("file://")?;
+        let key = Path::new(path).strip_prefix(&self.root).ok()?.to_str()?.to_owned();
+        self.path_of(&key).ok().map(|_| key)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        for p in [meta_path(&path), path] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p, e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +190,16 @@ mod tests {
         assert!(obj.uri.starts_with("file:///"));
         assert_eq!(store.get("t/j/a.txt").await.unwrap().unwrap(), b"hello");
         assert!(store.get("t/j/missing").await.unwrap().is_none());
+        let b = store.put_bytes("t/j/b.txt", b"bye", &meta).await.unwrap();
+        assert_eq!(store.key_of(&b.uri).as_deref(), Some("t/j/b.txt"));
+        assert_eq!(store.key_of("file:///elsewhere/t/j/b.txt"), None);
+        store.delete("t/j/b.txt").await.unwrap();
+        assert!(store.get("t/j/b.txt").await.unwrap().is_none());
+        assert!(!dir.path().join("t/j/b.txt.meta.json").exists());
+        store.put_bytes("t/j/sub/c.txt", b"c", &meta).await.unwrap();
+        assert_eq!(store.list("t/j/").await.unwrap(), ["t/j/a.txt", "t/j/sub/c.txt"]);
+        assert!(store.list("t/none/").await.unwrap().is_empty());
+        store.delete("t/j/b.txt").await.unwrap();
         let sidecar = std::fs::read_to_string(dir.path().join("t/j/a.txt.meta.json")).unwrap();
         assert!(sidecar.contains("text/plain"));
         for bad in ["../x", "/abs", "t/../../x", "t//x", "a\u{1}b"] {

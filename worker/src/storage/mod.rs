@@ -90,7 +90,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// True when a later attempt may succeed (the job's message should be requeued).
+    /// True when a later attempt may succeed (the task goes up the retry ladder).
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Io { .. } | StorageError::Remote { transient: true, .. })
     }
@@ -128,6 +128,13 @@ pub trait Store: Send + Sync + 'static {
     async fn put_bytes(&self, key: &str, bytes: &[u8], meta: &ObjectMeta) -> Result<StoredObject, StorageError>;
     /// Reads an object, `None` when absent.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Removes an object (and its metadata); removing an absent one is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// The keys under `prefix` (objects only, not their metadata), sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// The key of an object this store wrote, from the URI its put returned; `None` for a URI
+    /// that is not this store's.
+    fn key_of(&self, uri: &str) -> Option<String>;
     /// The directory outputs live under, for stores on the local file system (so that a local
     /// input inside it can be checked against the job's tenant, [`check_local_input_access`]).
     fn local_root(&self) -> Option<&Path> {

@@ -3,7 +3,7 @@
 //! checksums "when required" for self-hosted servers; explicit retries and timeouts), output
 //! uploads (single `PutObject` up to a threshold, multipart above it, aborted on failure; SHA-256
 //! computed while the file is read), input downloads streamed to a scratch file under a size
-//! limit, and the mapping of SDK failures to [`StorageError`] (transient: requeue; permanent:
+//! limit, and the mapping of SDK failures to [`StorageError`] (transient: retried on the ladder; permanent:
 //! fail the job).
 
 use std::collections::HashMap;
@@ -467,6 +467,43 @@ impl Store for S3Store {
             transient: true,
         })?;
         Ok(Some(data.into_bytes().to_vec()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.cfg.output_bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| remote("ListObjectsV2", self.target(prefix), e))?;
+            keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn key_of(&self, uri: &str) -> Option<String> {
+        let key = uri.strip_prefix("s3://")?.strip_prefix(self.cfg.output_bucket.as_str())?.strip_prefix('/')?;
+        check_key(key).ok().map(|_| key.to_owned())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        match self.client.delete_object().bucket(&self.cfg.output_bucket).key(key).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(remote("DeleteObject", self.target(key), e)),
+        }
     }
 }
 
