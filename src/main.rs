@@ -41,6 +41,9 @@ enum Command {
     /// Detect the watermark in a file (`watermark detect FILE`).
     #[command(subcommand)]
     Watermark(commands::watermark::WatermarkCommand),
+    /// Make bearer tokens for the scheduler's API (`token new --name N --tenant T`).
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
     /// Check a job document against the wire format and print the first problem.
     Validate {
         /// The job document (JSON).
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Train(cmd) => commands::train::run(cmd),
         Command::Eval(cmd) => commands::eval::run(cmd),
         Command::Watermark(cmd) => commands::watermark::run(cmd),
+        Command::Token(cmd) => commands::token::run(cmd),
     };
     match outcome {
         Ok(code) => code,

@@ -140,6 +140,12 @@ async fn bad_documents_fail_with_codes_and_the_fleet_stays_up() {
     let mut huge = h.edit("huge");
     huge["guidance"]["instruction"] = json!("x".repeat(protocol::limits::MAX_JOB_BYTES));
     h.submit("huge", huge.to_string().into_bytes()).await;
+    // Valid, but far more than a worker holds: refused at admission with the numbers.
+    let enormous = json!({
+        "v": 1, "kind": "create", "job_id": "enormous", "tenant": "t1", "mode": "generate",
+        "frames": 1024, "fps": 24, "size": { "width": 4096, "height": 4096 }
+    });
+    h.submit("enormous", enormous.to_string().into_bytes()).await;
     let mut bad_media = h.edit("badmedia");
     let noise = h.dir.path().join("noise.mp4");
     std::fs::write(&noise, vec![7u8; 4096]).unwrap();
@@ -153,20 +159,36 @@ async fn bad_documents_fail_with_codes_and_the_fleet_stays_up() {
     h.submit("late", late.to_string().into_bytes()).await;
     h.submit("ok", h.edit("ok").to_string().into_bytes()).await;
 
-    let r = h.finished(&["garbage", "v2", "missing", "huge", "badmedia", "gone", "late", "ok"]).await;
+    let r = h.finished(&["garbage", "v2", "missing", "huge", "enormous", "badmedia", "gone", "late", "ok"]).await;
     let code = |id: &str| r[id].error.as_ref().map(|e| e.code);
     assert_eq!(code("garbage"), Some(ErrorCode::InvalidJob));
     assert_eq!(code("v2"), Some(ErrorCode::UnsupportedVersion));
     assert_eq!(code("missing"), Some(ErrorCode::InvalidJob));
     assert!(r["missing"].error.as_ref().unwrap().message.contains("source"));
     assert_eq!(code("huge"), Some(ErrorCode::JobTooLarge));
+    assert_eq!(code("enormous"), Some(ErrorCode::JobTooLarge));
+    let msg = &r["enormous"].error.as_ref().unwrap().message;
+    assert!(msg.contains("1024 frames at 4096x4096") && msg.contains("MiB"), "{msg}");
+    assert_eq!(h.count("enormous", JobState::Dispatched), 0);
     assert_eq!(code("badmedia"), Some(ErrorCode::InvalidMedia));
     assert_eq!(code("gone"), Some(ErrorCode::InputNotFound));
     assert_eq!(r["late"].status, JobStatus::Expired);
     assert_eq!(code("late"), Some(ErrorCode::DeadlineExceeded));
     assert_eq!(r["ok"].status, JobStatus::Succeeded);
-    // Failed jobs commit their result too, so a redelivery cannot run them again.
+    // Failed jobs commit their result too, so a redelivery cannot run them again; so do jobs
+    // refused at admission (a worker's committer writes what the scheduler ended).
     assert!(h.store().join("t1/badmedia/result.json").exists());
+    for id in ["missing", "enormous", "late"] {
+        let path = h.store().join("t1").join(id).join("result.json");
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let stored: protocol::JobResult = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(&stored, &r[id], "{id}");
+    }
     // Refused documents were never dispatched.
     assert_eq!(h.count("garbage", JobState::Dispatched), 0);
 }
@@ -262,7 +284,11 @@ async fn a_tenant_cannot_read_another_tenants_outputs() {
         assert_eq!(e.code, ErrorCode::InvalidJob, "{id}: {}", e.message);
         let why = if id == "theirs2" { "`..`" } else { "may not read" };
         assert!(e.message.contains(why), "{id}: {}", e.message);
-        assert!(!h.store().join("t2").join(id).join("clip-01.mp4").exists());
+        // No output in any execution's folder: the job's folder has no subfolder at all.
+        let dirs = std::fs::read_dir(h.store().join("t2").join(id))
+            .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0);
+        assert_eq!(dirs, 0, "{id} stored outputs");
     }
     assert_eq!(r["reuse"].status, JobStatus::Succeeded, "{:?}", r["reuse"].error);
 }

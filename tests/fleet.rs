@@ -30,11 +30,77 @@ async fn sigkilled_worker_job_is_redelivered_and_completes_once() {
     assert_eq!(r.attempt, 2);
     assert_eq!(r.worker.as_deref(), Some("w2"));
     assert!(f.count("k1", JobState::Retrying) >= 1);
-    // Exactly one set of outputs: 16 clips, a thumbnail, the manifest (and their metadata).
+    // Exactly one set of outputs: 16 clips and a thumbnail in the committed execution's folder,
+    // the manifest, and the markers of the two attempts that started (and their metadata).
     let names = f.outputs_of("t1", "k1");
-    let media: Vec<_> = names.iter().filter(|n| !n.ends_with(".meta.json")).collect();
-    assert_eq!(media.len(), 18, "{names:?}");
+    let stored: Vec<_> = names.iter().filter(|n| !n.ends_with(".meta.json")).collect();
+    assert_eq!(stored.len(), 20, "{names:?}");
     assert_eq!(r.outputs.len(), 17);
+    for name in ["result.json", "attempt-1.json", "attempt-2.json"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    check_committed(&f, &r, "k1");
+}
+
+/// The job's `result.json` is the result the fleet reported, every output it names exists with
+/// its size and hash, and no other media is stored for the job.
+fn check_committed(f: &Fleet, r: &protocol::JobResult, id: &str) {
+    let manifest = std::fs::read(f.store().join("t1").join(id).join("result.json")).unwrap();
+    let stored: protocol::JobResult = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(&stored, r, "result.json and the reported result differ");
+    for o in &r.outputs {
+        let bytes = std::fs::read(o.uri.strip_prefix("file://").unwrap()).unwrap();
+        assert_eq!(worker::storage::sha256_hex(&bytes), o.sha256, "{}", o.uri);
+        assert_eq!(bytes.len() as u64, o.bytes);
+    }
+    let media: Vec<String> =
+        f.outputs_of("t1", id).into_iter().filter(|n| n.contains('/') && !n.ends_with(".meta.json")).collect();
+    assert_eq!(media.len(), r.outputs.len(), "outputs of other attempts are left: {media:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_worker_connection_does_not_run_a_job_twice() {
+    let mut f = Fleet::new("dropconn").await;
+    f.scheduler("s1", &[]);
+    f.worker("w1", &[]);
+    f.worker("w2", &[]);
+    f.submit(&f.slow_edit("d1")).await;
+    let running = f.until(T, is_state("d1", JobState::Running)).await;
+    let first = running.source.clone();
+    // An operator (or the network) drops the running worker's connection: the broker hands the
+    // task to someone else while the first worker is still busy with it.
+    assert_eq!(f.close_connections_of(&first), 1, "the connection of {first}");
+    let r = f.finished(&["d1"], T).await.remove("d1").unwrap();
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.error);
+    assert_eq!(r.attempt, 2, "the interrupted attempt counts once");
+    // Long enough for a stale attempt to have finished and published too.
+    f.drain(Duration::from_secs(8)).await;
+    assert_eq!(f.finished_count("d1"), 1, "finished twice");
+    check_committed(&f, &r, "d1");
+    assert!(f.log(&first).contains("delivery lost"), "{}", f.log(&first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_a_killed_worker_never_started_keep_their_attempt() {
+    let mut f = Fleet::new("prefetched").await;
+    f.scheduler("s1", &[]);
+    f.worker("w1", &["--capacity", "1"]);
+    f.submit(&f.slow_edit("busy")).await;
+    f.until(T, is_state("busy", JobState::Running)).await;
+    // A create job is delivered to w1 from its other work queue and waits behind the edit.
+    let create = json!({
+        "v": 1, "kind": "create", "job_id": "waiting", "tenant": "t1", "mode": "generate",
+        "frames": 4, "fps": 4, "size": { "width": 32, "height": 32 }
+    });
+    f.submit(&create).await;
+    f.reached("waiting", JobState::Dispatched, T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.kill("w1");
+    f.worker("w2", &[]);
+    let r = f.finished(&["busy", "waiting"], T).await;
+    assert_eq!(r["busy"].attempt, 2, "the edit had started: its attempt counts");
+    assert_eq!(r["waiting"].attempt, 1, "a task that never started spent an attempt");
+    assert!(f.log("w2").contains("redelivered before it started"), "{}", f.log("w2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,6 +336,72 @@ async fn two_scheduler_replicas_dispatch_each_job_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_limit_holds_across_two_scheduler_replicas() {
+    let mut f = Fleet::new("limit2").await;
+    // Both replicas consume the held queue before anything is held.
+    let a1 = f.scheduler("s1", &["--tenant-max-in-flight", "1"]);
+    let a2 = f.scheduler("s2", &["--tenant-max-in-flight", "1"]);
+    let w = f.worker("w1", &["--capacity", "3"]);
+    for url in [a1, a2, w] {
+        wait_http(&format!("{url}/readyz")).await;
+    }
+    let ids: Vec<String> = (0..8).map(|i| format!("l{i}")).collect();
+    for id in &ids {
+        f.submit(&f.edit(id)).await;
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let r = f.finished(&refs, T).await;
+    for id in &ids {
+        assert_eq!(r[id].status, JobStatus::Succeeded, "{id}");
+    }
+    // Replayed in order: never more than one of the tenant's jobs running at once.
+    let mut running = std::collections::HashSet::new();
+    let mut most = 0;
+    for e in &f.seen {
+        match &e.event {
+            EventBody::State { state: JobState::Running, .. } => {
+                running.insert(e.job_id.clone());
+                most = most.max(running.len());
+            }
+            EventBody::Finished { .. } => {
+                running.remove(&e.job_id);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(most, 1, "the tenant ran {most} jobs at once with a limit of 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_job_is_counted_and_cancelled_at_once() {
+    let mut f = Fleet::new("heldcancel").await;
+    let api = f.scheduler("s1", &["--tenant-max-in-flight", "1"]);
+    wait_http(&format!("{api}/readyz")).await;
+    f.worker("w1", &[]);
+    f.submit(&f.slow_edit("long")).await;
+    f.until(T, is_state("long", JobState::Running)).await;
+    f.submit(&f.edit("waits")).await;
+    f.reached("waits", JobState::Queued, T).await;
+    // The scheduler holds it unacknowledged, yet the held queue reports it.
+    let mut held = 0;
+    for _ in 0..50 {
+        let q: serde_json::Value = reqwest::get(format!("{api}/v1/queues")).await.unwrap().json().await.unwrap();
+        held = q[topology::HELD_QUEUE].as_u64().unwrap();
+        if held == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 1, "held jobs in /v1/queues");
+    let r = reqwest::Client::new().post(format!("{api}/v1/jobs/waits/cancel")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = f.finished(&["waits"], T).await;
+    assert_eq!(r["waits"].status, JobStatus::Cancelled);
+    assert_eq!(f.finished_count("long"), 0, "the held job waited for its tenant's running job");
+    f.finished(&["long"], T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_burst_does_not_starve_another() {
     let mut f = Fleet::new("fair").await;
     f.scheduler("s1", &["--tenant-max-in-flight", "2"]);
@@ -361,6 +493,145 @@ async fn http_api_submits_reports_and_lists_workers() {
     let r = f.finished(&["turbo", "nobody"], T).await;
     assert_eq!(r["turbo"].status, JobStatus::Succeeded);
     assert_eq!(r["nobody"].error.as_ref().unwrap().code, ErrorCode::UnknownProfile);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_authenticates_tenants_and_limits_their_rate() {
+    let mut f = Fleet::new("auth").await;
+    let token = |name: &str, scope: serde_json::Value| {
+        let (token, sha256) = scheduler::auth::new_token().unwrap();
+        let mut entry = json!({ "name": name, "sha256": sha256 });
+        entry.as_object_mut().unwrap().extend(scope.as_object().unwrap().clone());
+        (token, entry)
+    };
+    let (t1, e1) = token("t1-app", json!({ "scope": "tenant", "tenant": "t1" }));
+    let (t2, e2) = token("t2-app", json!({ "scope": "tenant", "tenant": "t2" }));
+    let (svc, es) = token("instructor", json!({ "scope": "service", "tenants": ["t1", "t2"] }));
+    let (ops, eo) = token("ops", json!({ "scope": "admin" }));
+    let file = f.dir.path().join("tokens.json");
+    std::fs::write(&file, json!({ "tokens": [e1, e2, es, eo] }).to_string()).unwrap();
+    let api = f.scheduler(
+        "s1",
+        &["--api-tokens", file.to_str().unwrap(), "--tenant-submit-rate", "0.5", "--tenant-submit-burst", "2"],
+    );
+    f.worker("w1", &[]);
+    wait_http(&format!("{api}/readyz")).await;
+    let http = reqwest::Client::new();
+    let submit = |token: Option<&str>, job: serde_json::Value| {
+        let mut req = http.post(format!("{api}/v1/jobs")).body(job.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let mut t2_job = f.edit("theirs");
+    t2_job["tenant"] = json!("t2");
+    // No token, an unknown one: 401 with a challenge; another tenant's job: 403.
+    let r = submit(None, f.edit("a1")).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(submit(Some("rf_guess"), f.edit("a1")).await.unwrap().status(), 401);
+    assert_eq!(submit(Some(&t2), f.edit("a1")).await.unwrap().status(), 403);
+    assert_eq!(submit(Some(&t1), f.edit("a1")).await.unwrap().status(), 202);
+    assert_eq!(submit(Some(&svc), t2_job.clone()).await.unwrap().status(), 202);
+    f.finished(&["a1", "theirs"], T).await;
+    // Reading and cancelling: one's own jobs only; another tenant's job does not exist for it.
+    let get = |token: &str, path: &str| http.get(format!("{api}{path}")).bearer_auth(token).send();
+    let mut seen = reqwest::StatusCode::NOT_FOUND;
+    for _ in 0..50 {
+        seen = get(&t1, "/v1/jobs/a1").await.unwrap().status();
+        if seen == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 200);
+    assert_eq!(get(&t2, "/v1/jobs/a1").await.unwrap().status(), 404);
+    assert_eq!(get(&svc, "/v1/jobs/a1").await.unwrap().status(), 200);
+    assert_eq!(get(&ops, "/v1/jobs/theirs").await.unwrap().status(), 200);
+    let cancel = |token: &str, id: &str| http.post(format!("{api}/v1/jobs/{id}/cancel")).bearer_auth(token).send();
+    assert_eq!(cancel(&t2, "a1").await.unwrap().status(), 404);
+    assert_eq!(cancel(&t1, "not-yet-submitted").await.unwrap().status(), 404);
+    assert_eq!(cancel(&ops, "not-yet-submitted").await.unwrap().status(), 202);
+    // The fleet endpoints are for admins; probes and metrics need no token.
+    assert_eq!(get(&t1, "/v1/workers").await.unwrap().status(), 403);
+    assert_eq!(get(&svc, "/v1/queues").await.unwrap().status(), 403);
+    assert_eq!(get(&ops, "/v1/workers").await.unwrap().status(), 200);
+    assert_eq!(get(&ops, "/v1/queues").await.unwrap().status(), 200);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(http.get(format!("{api}{path}")).send().await.unwrap().status(), 200, "{path}");
+    }
+    // Rate: t1 has spent one of its burst of 2; the next passes, the one after is a 429 with
+    // Retry-After. Another tenant is not affected.
+    assert_eq!(submit(Some(&t1), f.edit("a2")).await.unwrap().status(), 202);
+    let r = submit(Some(&t1), f.edit("a3")).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let mut t2_again = f.edit("theirs-2");
+    t2_again["tenant"] = json!("t2");
+    assert_eq!(submit(Some(&t2), t2_again).await.unwrap().status(), 202);
+    f.finished(&["a2", "theirs-2"], T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_submissions_are_bound_to_their_tenants_user() {
+    let mut f = Fleet::new("binding").await;
+    // A RabbitMQ user for tenant t2, allowed in this vhost.
+    let user = format!("t2-{}", std::process::id());
+    let rabbit = |args: &[&str]| {
+        let out = std::process::Command::new("rabbitmqctl").arg("-q").args(args).output().unwrap();
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    rabbit(&["add_user", &user, "pw"]);
+    rabbit(&["set_permissions", "-p", &f.vhost, &user, ".*", ".*", ".*"]);
+    f.scheduler("s1", &["--amqp-tenant-binding"]);
+    f.worker("w1", &[]);
+    let url = format!("amqp://{user}:pw@127.0.0.1:5672/{}", f.vhost);
+    let as_user = bus::amqp::AmqpBus::connect(&url).await.unwrap();
+    let publish = |job: serde_json::Value, user_id: Option<&str>| {
+        let mut m = Message::new(job["job_id"].as_str().unwrap(), job.to_string().into_bytes());
+        m.user_id = user_id.map(str::to_owned);
+        as_user.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, m)
+    };
+    let tenant = |id: &str, t: &str| {
+        let mut j = f.edit(id);
+        j["tenant"] = json!(t);
+        j
+    };
+    // Its own tenant: admitted. Another tenant's, or without user_id: dead-lettered unrun, no
+    // result (so it cannot occupy t1's job id). The scheduler's own user (guest) may submit for
+    // any tenant.
+    let forged = tenant("forged", "t1");
+    publish(tenant("own", &user), Some(&user)).await.unwrap();
+    publish(tenant("spoof", "t1"), Some(&user)).await.unwrap();
+    publish(tenant("anon", "t1"), None).await.unwrap();
+    let mut trusted = Message::new("trusted", f.edit("trusted").to_string().into_bytes());
+    trusted.user_id = Some("guest".into());
+    f.bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, trusted).await.unwrap();
+    let r = f.finished(&["own", "trusted"], T).await;
+    assert_eq!(r["own"].status, JobStatus::Succeeded);
+    assert_eq!(r["trusted"].status, JobStatus::Succeeded);
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        if let Some(d) = f.bus.get(topology::DEAD_LETTER_QUEUE).await.unwrap() {
+            reasons.push((d.message.id.clone(), d.message.headers[topology::REASON_HEADER].clone()));
+            d.ack().await.unwrap();
+        }
+        if reasons.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].0 == "anon" && reasons[0].1.contains("no AMQP user_id"), "{reasons:?}");
+    assert!(reasons[1].0 == "spoof" && reasons[1].1.contains("may not submit for tenant t1"), "{reasons:?}");
+    assert!(!f.store().join("t1/spoof").exists() && !f.results().contains_key("spoof"));
+    // A publisher cannot claim another user's id: the broker itself refuses it.
+    assert!(publish(forged, Some("guest")).await.is_err());
+    rabbit(&["delete_user", &user]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

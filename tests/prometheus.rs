@@ -29,9 +29,18 @@ impl Drop for Prometheus {
 /// logs under `dir` and the repository's alert rules loaded.
 fn start_prometheus(dir: &Path, targets: &[(&str, &str)]) -> Prometheus {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules.yml");
+    // A canary that must always be pending or firing: proof that an alert whose condition
+    // holds shows up in ALERTS, so "no alert" below can fail.
+    let canary = dir.join("canary.yml");
+    std::fs::write(
+        &canary,
+        "groups:\n  - name: canary\n    rules:\n      - alert: ReelforgeTestCanary\n        expr: vector(1) > 0\n        for: 1h\n",
+    )
+    .unwrap();
     let mut config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
-        rules.display()
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n  - {}\nscrape_configs:\n",
+        rules.display(),
+        canary.display()
     );
     for (job, target) in targets {
         config.push_str(&format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"));
@@ -134,10 +143,18 @@ async fn prometheus_scrapes_scheduler_and_worker() {
     until_series(&prom.api, r#"reelforge_queue_depth{queue="reelforge.dlq"}"#, |v| v == 0.0).await;
     until_series(&prom.api, r#"reelforge_queue_depth{queue="reelforge.tasks.edit.default"}"#, |v| v == 0.0).await;
     until_series(&prom.api, "reelforge_workers_live", |v| v == 1.0).await;
-    // The alert rules loaded and evaluate against live series: nothing fires on a healthy fleet.
+    // The alert rules loaded and evaluate against live series without errors, and none of
+    // them is even pending on a healthy fleet (every rule has a `for:`, so "firing" alone could
+    // never be seen this early). The canary shows that a true condition does show up.
+    until_series(&prom.api, r#"ALERTS{alertname="ReelforgeTestCanary"}"#, |v| v == 1.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rules: Value = reqwest::get(format!("{}/api/v1/rules", prom.api)).await.unwrap().json().await.unwrap();
     let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
-    assert!(!groups.is_empty(), "alert rules not loaded: {rules}");
-    let firing = query(&prom.api, r#"ALERTS{alertstate="firing"}"#).await;
-    assert!(firing.is_empty(), "alerts firing on a healthy fleet: {firing:?}");
+    let all: Vec<&Value> = groups.iter().flat_map(|g| g["rules"].as_array().into_iter().flatten()).collect();
+    assert!(all.len() > 1, "alert rules not loaded: {rules}");
+    for rule in &all {
+        assert_eq!(rule["health"], "ok", "rule {} does not evaluate: {}", rule["name"], rule["lastError"]);
+    }
+    let alerts = query(&prom.api, r#"ALERTS{alertname!="ReelforgeTestCanary"}"#).await;
+    assert!(alerts.is_empty(), "alerts pending or firing on a healthy fleet: {alerts:?}");
 }

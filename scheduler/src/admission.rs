@@ -3,7 +3,8 @@
 //! `failed` with the validation message, never retried) → de-duplicate by job id (a
 //! resubmitted id is never run twice) → cancelled? → deadline passed? → known profile? →
 //! tenant under its in-flight limit? (else onto the held queue, see [`crate::fairness`]) →
-//! route to `reelforge.tasks.<kind>.<profile>` with the job's priority. A submission is acked
+//! route to `reelforge.tasks.<kind>.<profile>` with the job's priority. A job estimated over a
+//! worker's memory budget is refused like an invalid one (`job_too_large`, with the numbers). A submission is acked
 //! only after its task, held copy or result is confirmed by the broker.
 
 use std::collections::HashSet;
@@ -18,7 +19,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::SchedulerConfig;
 use crate::barrier::FeedBarrier;
-use crate::state::{Admit, JobTable};
+use crate::state::{Admit, HELD_DETAIL, JobTable};
 
 /// What admission did with a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +28,14 @@ pub enum Outcome {
     Dispatched,
     /// Put on the held queue: its tenant is at its in-flight limit.
     Held,
+    /// Taken from the held queue and put on its work queue.
+    Released,
     /// Ended without running (refused, expired, cancelled, unknown profile).
     Ended,
     /// Already seen: nothing done.
     Duplicate,
+    /// Published by an AMQP user that may not submit for its tenant: dead-lettered, no result.
+    Forbidden,
 }
 
 /// Admits submissions and dispatches jobs.
@@ -76,7 +81,22 @@ impl Admission {
             return None;
         }
         let ctx = ValidationContext { allow_local_media: self.cfg.allow_local_media };
-        let outcome = match Job::from_json(&delivery.message.body, &ctx) {
+        let parsed = Job::from_json(&delivery.message.body, &ctx)
+            .and_then(|job| job.check_memory(self.cfg.job_memory_bytes).map(|_| job));
+        let refusal = match (&parsed, &self.cfg.tenant_binding) {
+            (Ok(job), Some(binding)) => binding.refuses(delivery.message.user_id.as_deref(), job.tenant()),
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            warn!(job_id = %delivery.message.id, "not admitted: {why}");
+            let mut dead = delivery.message.clone();
+            // Republished by the scheduler's own user: RabbitMQ refuses another user's user_id.
+            dead.user_id = None;
+            dead.headers.insert(topology::REASON_HEADER.into(), why);
+            let out = delivery.ack_with(vec![(String::new(), topology::DEAD_LETTER_QUEUE.into(), dead)]).await;
+            return out.ok().map(|_| Outcome::Forbidden);
+        }
+        let outcome = match parsed {
             Ok(job) => self.route(job).await,
             Err(e) => {
                 let (job_id, tenant) = ids_of_invalid(&delivery.message);
@@ -128,7 +148,12 @@ impl Admission {
             let r = end(JobStatus::Failed, ErrorCode::UnknownProfile, &msg);
             return self.publish_finished(r).await.map(|_| Outcome::Ended);
         }
-        if !self.table.reserve(&job_id, self.cfg.tenant_max_in_flight).await {
+        // A tenant with jobs waiting on the held queue gets new ones held behind them, so its
+        // jobs start in order, and only the replica consuming the held queue (a single active
+        // consumer) dispatches for a tenant at its limit: two replicas cannot both fill the
+        // room one finished job left.
+        let behind_held = !held && self.table.held_count(&tenant).await > 0;
+        if behind_held || !self.table.reserve(&job_id, self.cfg.tenant_max_in_flight).await {
             if held {
                 return Ok(Outcome::Held);
             }
@@ -140,12 +165,13 @@ impl Admission {
                 &self.cfg.id,
                 EventBody::State {
                     state: JobState::Queued,
-                    detail: Some("held: tenant at its in-flight limit".into()),
+                    detail: Some(format!("{HELD_DETAIL} tenant at its in-flight limit")),
                 },
             );
             self.bus
                 .publish_atomic(vec![(String::new(), topology::HELD_QUEUE.into(), msg), event_message(&ev)])
                 .await?;
+            self.table.held(&job_id).await;
             info!(%job_id, %tenant, "tenant at its in-flight limit; job held");
             return Ok(Outcome::Held);
         }
@@ -180,19 +206,20 @@ impl Admission {
         Ok(name)
     }
 
+    /// Ends a job at admission: its `finished` event, and its result as a commit record (marked
+    /// announced) that a worker's committer writes as `result.json`, in one transaction; so a
+    /// refused job has a manifest in the store like every other.
     async fn publish_finished(&self, result: JobResult) -> Result<(), bus::BusError> {
+        let body = serde_json::to_vec(&result).expect("results serialise");
+        let mut record = Message::new(result.job_id.to_string(), body);
+        record.headers.insert(topology::ANNOUNCED_HEADER.into(), "1".into());
         let ev = Event::now(
             result.job_id.clone(),
             result.tenant.clone(),
             &self.cfg.id,
             EventBody::Finished { result: Box::new(result) },
         );
-        self.publish_event(&ev).await
-    }
-
-    async fn publish_event(&self, ev: &Event) -> Result<(), bus::BusError> {
-        let (exchange, key, message) = event_message(ev);
-        self.bus.publish(&exchange, &key, message).await
+        self.bus.publish_atomic(vec![event_message(&ev), (String::new(), topology::COMMITS_QUEUE.into(), record)]).await
     }
 }
 

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bus::Delivery;
-use protocol::{Job, JobState, TenantId};
+use protocol::{Job, JobId, JobState, TenantId};
 use tracing::{info, warn};
 
+use crate::SchedulerMetrics;
 use crate::admission::{Admission, Outcome, settle};
 use crate::state::{Admit, JobTable};
 
@@ -50,8 +51,9 @@ impl Holding {
         }
     }
 
-    /// Dispatches every held job whose tenant has room now.
-    pub async fn release(&mut self, admission: &Arc<Admission>) {
+    /// Dispatches every held job whose tenant has room now; counts what it released (or ended)
+    /// in `metrics`.
+    pub async fn release(&mut self, admission: &Arc<Admission>, metrics: &SchedulerMetrics) {
         for queue in self.by_tenant.values_mut() {
             while let Some((job, _)) = queue.front() {
                 let outcome = admission.dispatch(job, true).await;
@@ -59,6 +61,27 @@ impl Holding {
                     break;
                 }
                 let (_, delivery) = queue.pop_front().expect("front exists");
+                metrics.admitted(released(&outcome));
+                settle(delivery, outcome).await;
+            }
+        }
+        self.by_tenant.retain(|_, q| !q.is_empty());
+    }
+
+    /// Ends a held job that was cancelled at once (its tenant need not have room): the caller
+    /// has recorded the cancellation in the job table.
+    pub async fn cancel(&mut self, job_id: &JobId, admission: &Arc<Admission>, metrics: &SchedulerMetrics) {
+        for queue in self.by_tenant.values_mut() {
+            if let Some(i) = queue.iter().position(|(job, _)| job.job_id() == job_id) {
+                let (job, delivery) = queue.remove(i).expect("position is in range");
+                let outcome = admission.dispatch(&job, true).await;
+                if matches!(outcome, Ok(Outcome::Held)) {
+                    // Not cancelled after all (the table had not heard): keep it in line.
+                    queue.insert(i, (job, delivery));
+                    return;
+                }
+                info!(%job_id, "held job cancelled");
+                metrics.admitted(released(&outcome));
                 settle(delivery, outcome).await;
             }
         }
@@ -73,5 +96,14 @@ impl Holding {
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
         self.by_tenant.is_empty()
+    }
+}
+
+/// A held job's dispatch outcome as an admission outcome: put on its work queue is `released`.
+fn released(outcome: &Result<Outcome, bus::BusError>) -> Option<Outcome> {
+    match outcome {
+        Ok(Outcome::Dispatched) => Some(Outcome::Released),
+        Ok(o) => Some(*o),
+        Err(_) => None,
     }
 }

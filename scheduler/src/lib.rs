@@ -1,7 +1,8 @@
 //! `scheduler` owns what happens to a job between submission and a worker: [`admission`]
-//! (validate, de-duplicate, expire, route), [`fairness`] (per-tenant in-flight limits over the
-//! held queue), [`state`] (every job's state, fed by events; live workers, fed by heartbeats),
-//! [`barrier`] (a replica catching up with its event feed), the HTTP [`api`] and the Prometheus
+//! (validate, de-duplicate, expire, route), [`auth`] (who may call the API), [`fairness`]
+//! (per-tenant in-flight limits over the held queue), [`state`] (every job's state, fed by
+//! events; live workers, fed by heartbeats), [`barrier`] (a replica catching up with its event
+//! feed), the HTTP [`api`] and the Prometheus
 //! [`metrics`]. [`Scheduler::run`] drives them over any [`bus::Bus`]. Replicas can run side by
 //! side: the submit queue has a single active consumer, every replica follows all events on a
 //! private feed, so any replica answers status queries, and a standby takes over admission when
@@ -9,6 +10,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod barrier;
 pub mod fairness;
 pub mod metrics;
@@ -26,7 +28,7 @@ use tracing::{info, warn};
 
 pub use admission::Admission;
 pub use metrics::SchedulerMetrics;
-pub use state::{JobRecord, JobTable};
+pub use state::{JobRecord, JobTable, Retention};
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -46,6 +48,36 @@ pub struct SchedulerConfig {
     pub held_prefetch: u16,
     /// How often queue depths and in-flight counts are sampled for the metrics.
     pub metrics_interval: Duration,
+    /// How long finished jobs and early cancellations are remembered.
+    pub retention: state::Retention,
+    /// The memory a worker gives one job: admission refuses jobs estimated over it
+    /// (`job_too_large`, [`protocol::Job::check_memory`]).
+    pub job_memory_bytes: u64,
+    /// Binds AMQP submissions to their tenants; `None`: any publisher may submit for any tenant.
+    pub tenant_binding: Option<TenantBinding>,
+}
+
+/// Who may submit for which tenant over AMQP: a submission must carry the AMQP `user_id`
+/// property (RabbitMQ checks it is the publishing connection's user), and that user must be its
+/// tenant (one RabbitMQ user per tenant) or one of the trusted users (the scheduler's own, which
+/// publishes what its authenticated API accepted, and services such as the instructor). Anything
+/// else is not admitted: it is dead-lettered with the reason and gets no result, so a tenant
+/// cannot occupy another tenant's job ids.
+#[derive(Debug, Clone, Default)]
+pub struct TenantBinding {
+    /// Users that may submit for any tenant.
+    pub trusted_users: std::collections::BTreeSet<String>,
+}
+
+impl TenantBinding {
+    /// Why `user` may not submit for `tenant`, if it may not.
+    pub fn refuses(&self, user: Option<&str>, tenant: &protocol::TenantId) -> Option<String> {
+        match user {
+            None => Some(format!("no AMQP user_id on a submission for tenant {tenant}")),
+            Some(u) if u == tenant.as_str() || self.trusted_users.contains(u) => None,
+            Some(u) => Some(format!("AMQP user {u:?} may not submit for tenant {tenant}")),
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -58,6 +90,9 @@ impl Default for SchedulerConfig {
             tenant_max_in_flight: 64,
             held_prefetch: 1024,
             metrics_interval: Duration::from_secs(5),
+            retention: state::Retention::default(),
+            job_memory_bytes: protocol::job::DEFAULT_JOB_MEMORY_BYTES,
+            tenant_binding: None,
         }
     }
 }
@@ -83,7 +118,8 @@ impl Scheduler {
     /// A scheduler over `bus`, with an empty job table and metrics of its own.
     pub fn new(bus: Arc<dyn Bus>, cfg: SchedulerConfig) -> Self {
         let metrics = SchedulerMetrics::new(env!("CARGO_PKG_VERSION")).expect("scheduler metrics are well-formed");
-        Scheduler { bus, cfg, table: JobTable::spawn(), ready: Arc::default(), metrics: Arc::new(metrics) }
+        let table = JobTable::spawn_with(cfg.retention);
+        Scheduler { bus, cfg, table, ready: Arc::default(), metrics: Arc::new(metrics) }
     }
 
     /// True once the topology is declared and every feed is consumed (readiness).
@@ -161,14 +197,14 @@ impl Scheduler {
                     }
                     Some(Ok(d)) => {
                         holding.hold(d, &self.table).await;
-                        holding.release(&admission).await;
+                        holding.release(&admission, &self.metrics).await;
                     }
                     Some(Err(e)) => warn!(error = %e, "held consume failed"),
                     None => break,
                 },
                 Some(d) = caught_up_rx.recv() => {
                     holding.hold(d, &self.table).await;
-                    holding.release(&admission).await;
+                    holding.release(&admission, &self.metrics).await;
                 }
                 d = events.next() => match d {
                     Some(Ok(d)) if barrier::FeedBarrier::is_marker(&d.message) => {
@@ -190,7 +226,7 @@ impl Scheduler {
                         };
                         let _ = d.ack().await;
                         if terminal && !holding.is_empty() {
-                            holding.release(&admission).await;
+                            holding.release(&admission, &self.metrics).await;
                         }
                     }
                     Some(Err(e)) => warn!(error = %e, "event consume failed"),
@@ -199,7 +235,11 @@ impl Scheduler {
                 d = control.next() => match d {
                     Some(Ok(d)) => {
                         match serde_json::from_slice::<Control>(&d.message.body) {
-                            Ok(Control::Cancel { job_id, .. }) => self.table.cancel(job_id).await,
+                            Ok(Control::Cancel { job_id, .. }) => {
+                                self.table.cancel(job_id.clone()).await;
+                                // A held job ends now, not when its tenant has room again.
+                                holding.cancel(&job_id, &admission, &self.metrics).await;
+                            }
                             Err(e) => warn!(error = %e, "unreadable control message dropped"),
                         }
                         let _ = d.ack().await;
@@ -219,7 +259,7 @@ impl Scheduler {
                 },
                 _ = tick.tick() => {
                     if !holding.is_empty() {
-                        holding.release(&admission).await;
+                        holding.release(&admission, &self.metrics).await;
                     }
                 }
             }

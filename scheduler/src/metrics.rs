@@ -95,8 +95,10 @@ impl SchedulerMetrics {
         let label = match outcome {
             Some(Outcome::Dispatched) => "dispatched",
             Some(Outcome::Held) => "held",
+            Some(Outcome::Released) => "released",
             Some(Outcome::Ended) => "ended",
             Some(Outcome::Duplicate) => "duplicate",
+            Some(Outcome::Forbidden) => "forbidden",
             None => "unconfirmed",
         };
         self.admissions.with_label_values(&[label]).inc();
@@ -108,9 +110,16 @@ impl SchedulerMetrics {
     }
 }
 
+/// The held queue's depth as operators mean it: the jobs waiting there. The active replica
+/// keeps held jobs in hand (unacknowledged), so the broker's ready count alone reads 0 while
+/// jobs wait; the job table counts them from their `queued` (held) events.
+pub async fn held_depth(ready: u64, table: &JobTable) -> u64 {
+    ready.max(table.held_total().await as u64)
+}
+
 /// Samples the queue depths, the job table and the live workers every `every` until `shutdown`.
 /// Work queues are those of every kind for the configured profiles and those live workers
-/// announce; a queue that does not exist yet is skipped.
+/// announce; the poller declares them first (see below).
 pub async fn poll(
     bus: Arc<dyn Bus>,
     table: JobTable,
@@ -121,6 +130,10 @@ pub async fn poll(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Work queues this replica declared: a passive declare of a queue no one declared yet is
+    // refused by the broker (and logged by the client as an error every tick), so the poller
+    // declares the queues of the profiles it samples (idempotent, the same spec as workers').
+    let mut declared = BTreeSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -143,11 +156,23 @@ pub async fn poll(
             topology::DEAD_LETTER_QUEUE.to_owned(),
         ];
         for profile in &all {
-            queues.extend([JobKind::Edit, JobKind::Create].map(|k| topology::task_queue(k, profile)));
+            for kind in [JobKind::Edit, JobKind::Create] {
+                let name = topology::task_queue(kind, profile);
+                if !declared.contains(&name) {
+                    match topology::declare_task_queue(bus.as_ref(), kind, profile).await {
+                        Ok(_) => drop(declared.insert(name.clone())),
+                        Err(e) => debug!(queue = %name, error = %e, "work queue not declared"),
+                    }
+                }
+                queues.push(name);
+            }
         }
         for q in queues {
             match bus.depth(&q).await {
-                Ok(n) => metrics.queue_depth.with_label_values(&[&q]).set(i64::try_from(n).unwrap_or(i64::MAX)),
+                Ok(n) => {
+                    let n = if q == topology::HELD_QUEUE { held_depth(n, &table).await } else { n };
+                    metrics.queue_depth.with_label_values(&[&q]).set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
                 Err(e) => debug!(queue = %q, error = %e, "queue depth not sampled"),
             }
         }
@@ -185,8 +210,10 @@ mod tests {
         let text = metrics.render().unwrap();
         assert!(text.contains(r#"reelforge_queue_depth{queue="reelforge.dlq"} 2"#), "{text}");
         assert!(text.contains(r#"reelforge_queue_depth{queue="reelforge.submit"} 0"#), "{text}");
-        // Work queues nobody declared are skipped, not reported as empty.
-        assert!(!text.contains("reelforge.tasks.edit.default"), "{text}");
+        // The work queues of the profiles it samples are declared (so no sample is refused)
+        // and reported, empty.
+        assert!(text.contains(r#"reelforge_queue_depth{queue="reelforge.tasks.edit.default"} 0"#), "{text}");
+        assert_eq!(bus.depth("reelforge.tasks.create.default").await.unwrap(), 0);
         assert!(text.contains(r#"reelforge_jobs_in_flight{state="queued"} 1"#), "{text}");
         assert!(text.contains(r#"reelforge_admissions_total{outcome="dispatched"} 1"#), "{text}");
         assert!(text.contains(r#"reelforge_build_info{role="scheduler",version="9.9.9"} 1"#), "{text}");

@@ -14,7 +14,7 @@ use bus::{Bus, Message, topology};
 use protocol::{Event, EventBody, Job, JobKind, JobStatus, ValidationContext};
 use scheduler::{Scheduler, SchedulerConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use worker::storage::Store;
 use worker::storage::local::LocalStore;
 use worker::storage::s3::{S3Config, S3Store};
@@ -51,6 +51,60 @@ pub struct SchedulerArgs {
     /// Accept `file:///` media (single-machine setups and tests; never for shared fleets).
     #[arg(long, env = "REELFORGE_ALLOW_LOCAL_MEDIA")]
     allow_local_media: bool,
+    /// Seconds a finished job stays in the job table (status queries); its `result.json` stays
+    /// in the store.
+    #[arg(long, env = "REELFORGE_JOB_RETENTION_S", default_value_t = 86_400)]
+    job_retention_s: u64,
+    /// Most finished jobs kept in the job table; the oldest are forgotten first.
+    #[arg(long, env = "REELFORGE_MAX_FINISHED_JOBS", default_value_t = 100_000)]
+    max_finished_jobs: usize,
+    /// Memory a worker gives one job, in MiB: jobs estimated over it are refused at admission
+    /// (`job_too_large`).
+    #[arg(long, env = "REELFORGE_JOB_MEMORY_MIB", default_value_t = 16_384)]
+    job_memory_mib: u64,
+    /// The API's bearer tokens (a JSON file of SHA-256 digests and scopes; `reelforge token
+    /// new` makes entries). Without it the API is open to anyone who reaches it.
+    #[arg(long, env = "REELFORGE_API_TOKENS")]
+    api_tokens: Option<PathBuf>,
+    /// Submissions a second each tenant may make through this replica's API, on average (0: no
+    /// limit); over it the API answers 429.
+    #[arg(long, env = "REELFORGE_TENANT_SUBMIT_RATE", default_value_t = 50.0)]
+    tenant_submit_rate: f64,
+    /// The burst a tenant may submit at once above its rate.
+    #[arg(long, env = "REELFORGE_TENANT_SUBMIT_BURST", default_value_t = 200)]
+    tenant_submit_burst: u32,
+    /// Bind AMQP submissions to tenants: a submission must carry the AMQP `user_id` of its
+    /// tenant's RabbitMQ user (or of a trusted user); others are dead-lettered unrun.
+    #[arg(long, env = "REELFORGE_AMQP_TENANT_BINDING")]
+    amqp_tenant_binding: bool,
+    /// RabbitMQ users that may submit for any tenant (services such as the instructor; the
+    /// scheduler's own user always may). Comma-separated.
+    #[arg(long, env = "REELFORGE_TRUSTED_AMQP_USERS", value_delimiter = ',')]
+    trusted_amqp_users: Vec<String>,
+}
+
+/// The user of an `amqp://user:pass@host/vhost` URL (percent-decoded; `guest` when none).
+fn amqp_user(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let user = rest.split_once('@').map(|(creds, _)| creds.split(':').next().unwrap_or_default());
+    let raw = user.filter(|u| !u.is_empty()).unwrap_or("guest");
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `reelforge worker`.
@@ -182,6 +236,9 @@ pub struct StatusArgs {
     /// The scheduler's HTTP API.
     #[arg(long, env = "REELFORGE_API", default_value = "http://127.0.0.1:8080")]
     api: String,
+    /// A bearer token for the API (when it has a tokens file).
+    #[arg(long, env = "REELFORGE_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -206,14 +263,37 @@ fn default_id(role: &str) -> String {
 }
 
 pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
-    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?);
+    let id = args.id.unwrap_or_else(|| default_id("scheduler"));
+    let name = format!("reelforge scheduler {id}");
+    let bus: Arc<dyn Bus> =
+        Arc::new(AmqpBus::connect_named(&args.broker.amqp_url, Some(&name)).await.context("connecting to RabbitMQ")?);
     let cfg = SchedulerConfig {
-        id: args.id.unwrap_or_else(|| default_id("scheduler")),
+        id,
         allow_local_media: args.allow_local_media,
         prefetch: args.prefetch,
         profiles: args.profiles,
         tenant_max_in_flight: args.tenant_max_in_flight,
+        job_memory_bytes: args.job_memory_mib.saturating_mul(1 << 20),
+        tenant_binding: args.amqp_tenant_binding.then(|| scheduler::TenantBinding {
+            trusted_users: args.trusted_amqp_users.iter().cloned().chain([amqp_user(&args.broker.amqp_url)]).collect(),
+        }),
+        retention: scheduler::Retention {
+            finished: std::time::Duration::from_secs(args.job_retention_s),
+            max_finished: args.max_finished_jobs,
+            ..Default::default()
+        },
         ..Default::default()
+    };
+    let tokens = match &args.api_tokens {
+        Some(path) => {
+            let t = scheduler::auth::Tokens::load(path)?;
+            info!(tokens = t.len(), file = %path.display(), "API tokens loaded");
+            Some(Arc::new(t))
+        }
+        None => {
+            warn!("no --api-tokens: the HTTP API is open to anyone who can reach it (development only)");
+            None
+        }
     };
     let sched = Scheduler::new(bus.clone(), cfg.clone());
     let state = scheduler::api::ApiState {
@@ -223,6 +303,10 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         validation: ValidationContext { allow_local_media: cfg.allow_local_media },
         profiles: cfg.profiles.clone(),
         ready: sched.ready_flag(),
+        job_memory_bytes: cfg.job_memory_bytes,
+        tokens,
+        rate: Arc::new(scheduler::api::RateLimit::new(args.tenant_submit_rate, args.tenant_submit_burst)),
+        publish_as: cfg.tenant_binding.is_some().then(|| amqp_user(&args.broker.amqp_url)),
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -250,7 +334,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             other => bail!("unknown job kind {other:?} (edit, create)"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?);
+    let name = format!("reelforge worker {}", args.id.as_deref().unwrap_or("(unnamed)"));
+    let bus: Arc<dyn Bus> =
+        Arc::new(AmqpBus::connect_named(&args.broker.amqp_url, Some(&name)).await.context("connecting to RabbitMQ")?);
     let store: Arc<dyn Store> = match &args.s3_bucket {
         Some(bucket) => {
             let mut cfg = S3Config::new(bucket.clone());
@@ -354,9 +440,26 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let url = format!("{}/v1/jobs/{}", args.api.trim_end_matches('/'), args.job_id);
-    let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+    let mut req = reqwest::Client::new().get(&url);
+    if let Some(token) = &args.token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.with_context(|| format!("GET {url}"))?;
     let code = resp.status();
     let body: serde_json::Value = resp.json().await?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::amqp_user;
+
+    #[test]
+    fn the_amqp_user_is_read_from_the_url() {
+        assert_eq!(amqp_user("amqp://guest:guest@127.0.0.1:5672/%2f"), "guest");
+        assert_eq!(amqp_user("amqps://svc%40acme:p%3Ass@mq/v"), "svc@acme");
+        assert_eq!(amqp_user("amqp://127.0.0.1:5672"), "guest");
+        assert_eq!(amqp_user("amqp://only-user@mq"), "only-user");
+    }
 }

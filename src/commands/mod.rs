@@ -4,6 +4,7 @@ pub mod demo;
 pub mod eval;
 pub mod fleet;
 pub mod models;
+pub mod token;
 pub mod train;
 pub mod validate;
 pub mod watermark;
