@@ -110,11 +110,12 @@ impl Fleet {
         }
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    /// Sends SIGTERM and waits (up to 2 minutes: a draining worker may take its grace period)
+    /// for the process to exit; returns its exit code.
     pub fn terminate(&mut self, name: &str) -> Option<i32> {
         let mut c = self.procs.remove(name)?;
         unsafe_sigterm(c.id());
-        for _ in 0..300 {
+        for _ in 0..1200 {
             if let Ok(Some(status)) = c.try_wait() {
                 return status.code();
             }
