@@ -89,7 +89,7 @@ fn scan(store: &Path) -> (usize, HashMap<String, usize>) {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if name == "result.json" {
                     committed += 1;
-                } else if name.starts_with("attempt-") && name.ends_with(".json") {
+                } else if name.starts_with("attempt-") && name.ends_with(".json") && !name.ends_with(".meta.json") {
                     *markers.entry(id.clone()).or_default() += 1;
                 }
             }
