@@ -59,6 +59,14 @@ enum Declaration {
     Bind { queue: String, exchange: String, pattern: String },
 }
 
+/// The user an AMQP URL connects as (lapin's own URI parser: percent-decoded, `guest` when the
+/// URL names none), e.g. to bind submissions to it.
+pub fn user_of(url: &str) -> Result<String, BusError> {
+    url.parse::<lapin::uri::AMQPUri>()
+        .map(|u| u.authority.userinfo.username)
+        .map_err(|e| BusError::Refused { what: "AMQP URL".into(), reason: e })
+}
+
 fn refused(what: impl Into<String>, e: impl std::fmt::Display) -> BusError {
     BusError::Refused { what: what.into(), reason: e.to_string() }
 }
@@ -582,5 +590,17 @@ impl Drop for AmqpAcker {
                 let _ = settle.settle("nack", false, |_| async move { acker.nack(opts).await }).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_of;
+
+    #[test]
+    fn the_user_is_read_from_the_url() {
+        assert_eq!(user_of("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap(), "guest");
+        assert_eq!(user_of("amqps://svc%40acme:p%3Ass@mq/v").unwrap(), "svc@acme");
+        assert_eq!(user_of("amqp://127.0.0.1:5672").unwrap(), "guest");
     }
 }

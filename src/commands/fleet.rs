@@ -83,30 +83,6 @@ pub struct SchedulerArgs {
     trusted_amqp_users: Vec<String>,
 }
 
-/// The user of an `amqp://user:pass@host/vhost` URL (percent-decoded; `guest` when none).
-fn amqp_user(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let user = rest.split_once('@').map(|(creds, _)| creds.split(':').next().unwrap_or_default());
-    let raw = user.filter(|u| !u.is_empty()).unwrap_or("guest");
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// `reelforge worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -264,6 +240,8 @@ fn default_id(role: &str) -> String {
 
 pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let id = args.id.unwrap_or_else(|| default_id("scheduler"));
+    // The user this replica publishes as: trusted for every tenant when submissions are bound.
+    let own_user = bus::amqp::user_of(&args.broker.amqp_url).context("--amqp-url")?;
     let name = format!("reelforge scheduler {id}");
     let bus: Arc<dyn Bus> =
         Arc::new(AmqpBus::connect_named(&args.broker.amqp_url, Some(&name)).await.context("connecting to RabbitMQ")?);
@@ -275,7 +253,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         tenant_max_in_flight: args.tenant_max_in_flight,
         job_memory_bytes: args.job_memory_mib.saturating_mul(1 << 20),
         tenant_binding: args.amqp_tenant_binding.then(|| scheduler::TenantBinding {
-            trusted_users: args.trusted_amqp_users.iter().cloned().chain([amqp_user(&args.broker.amqp_url)]).collect(),
+            trusted_users: args.trusted_amqp_users.iter().cloned().chain([own_user.clone()]).collect(),
         }),
         retention: scheduler::Retention {
             finished: std::time::Duration::from_secs(args.job_retention_s),
@@ -306,7 +284,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         job_memory_bytes: cfg.job_memory_bytes,
         tokens,
         rate: Arc::new(scheduler::api::RateLimit::new(args.tenant_submit_rate, args.tenant_submit_burst)),
-        publish_as: cfg.tenant_binding.is_some().then(|| amqp_user(&args.broker.amqp_url)),
+        publish_as: cfg.tenant_binding.is_some().then_some(own_user),
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -449,17 +427,4 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let body: serde_json::Value = resp.json().await?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::amqp_user;
-
-    #[test]
-    fn the_amqp_user_is_read_from_the_url() {
-        assert_eq!(amqp_user("amqp://guest:guest@127.0.0.1:5672/%2f"), "guest");
-        assert_eq!(amqp_user("amqps://svc%40acme:p%3Ass@mq/v"), "svc@acme");
-        assert_eq!(amqp_user("amqp://127.0.0.1:5672"), "guest");
-        assert_eq!(amqp_user("amqp://only-user@mq"), "only-user");
-    }
 }

@@ -7,7 +7,7 @@
 //! anyone hears `finished`, and the API (fed by `finished`) agrees with the store.
 //!
 //! A store that fails transiently delays the record on the retry ladder
-//! ([`COMMIT_TRIES_HEADER`] counts the tries); after [`MAX_COMMIT_TRIES`] the record goes to the
+//! ([`topology::COMMIT_TRIES_HEADER`] counts the tries); after [`MAX_COMMIT_TRIES`] the record goes to the
 //! dead-letter queue with its reason and the result is published without a manifest. A key or
 //! request the store refuses for good publishes it without a manifest at once. Nothing loops.
 //!
@@ -25,9 +25,6 @@ use super::Worker;
 use super::task::{event_message, finished_event};
 use crate::storage::{ObjectMeta, RESULT_FILE, output_key};
 
-/// The header a delayed commit record counts its tries in.
-pub const COMMIT_TRIES_HEADER: &str = topology::COMMIT_TRIES_HEADER;
-
 /// Tries to store a result before its record is dead-lettered (with the default ladder, about
 /// nine minutes of store outage).
 pub const MAX_COMMIT_TRIES: u32 = 20;
@@ -44,7 +41,7 @@ impl Worker {
     /// Handles one commit record (see the module docs) and settles it.
     pub(crate) async fn write_manifest(&self, delivery: Delivery) {
         let (message, _, acker) = delivery.into_parts();
-        let tries: u32 = message.headers.get(COMMIT_TRIES_HEADER).and_then(|t| t.parse().ok()).unwrap_or(0);
+        let tries: u32 = message.headers.get(topology::COMMIT_TRIES_HEADER).and_then(|t| t.parse().ok()).unwrap_or(0);
         let result: JobResult = match serde_json::from_slice(&message.body) {
             Ok(r) => r,
             Err(e) => {
@@ -80,7 +77,7 @@ impl Worker {
                 warn!(job_id = %result.job_id, tries = tries + 1, "result not stored yet; trying again later: {why}");
                 let mut again = Message::new(message.id.clone(), message.body.clone());
                 again.headers = message.headers.clone();
-                again.headers.insert(COMMIT_TRIES_HEADER.into(), (tries + 1).to_string());
+                again.headers.insert(topology::COMMIT_TRIES_HEADER.into(), (tries + 1).to_string());
                 match self.rungs.get((tries as usize).min(self.rungs.len().saturating_sub(1))) {
                     Some(rung) => acker.ack_with(vec![(rung.clone(), topology::COMMITS_QUEUE.into(), again)]).await,
                     None => {
