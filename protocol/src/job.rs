@@ -34,12 +34,33 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 2] = [JobKind::Edit, JobKind::Create];
+
     /// The kind as written on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Edit => "edit",
             JobKind::Create => "create",
         }
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = ValidationError;
+
+    /// `edit` or `create`, as on the wire.
+    fn from_str(s: &str) -> Result<Self, ValidationError> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ValidationError::new("kind", format!("unknown job kind {s:?} (edit, create)")))
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -387,6 +408,21 @@ pub const CREATE_BYTES_PER_PIXEL_FRAME: u64 = 16;
 
 /// The memory budget a worker gives one job by default: 16 GiB.
 pub const DEFAULT_JOB_MEMORY_BYTES: u64 = 16 << 30;
+
+/// The fuzz harness, shared by `fuzz/fuzz_targets/job.rs` (cargo-fuzz, nightly) and the corpus
+/// replay in `protocol/tests/fuzz.rs` (stable): parses `bytes` with and without local media;
+/// whatever parses must re-parse from its own serialisation unchanged, and its memory estimate
+/// must not overflow. Panics when an invariant breaks (that is the finding).
+#[doc(hidden)]
+pub fn fuzz_one(bytes: &[u8]) {
+    for ctx in [ValidationContext::default(), ValidationContext { allow_local_media: true }] {
+        if let Ok(job) = Job::from_json(bytes, &ctx) {
+            let again = Job::from_json(&job.to_json(), &ctx).expect("a parsed job re-parses");
+            assert_eq!(job, again, "a parsed job changed through its serialisation");
+            let _ = job.check_memory(DEFAULT_JOB_MEMORY_BYTES);
+        }
+    }
+}
 
 /// What validation may accept beyond the fleet's defaults.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,5 +1,7 @@
 //! Property tests: arbitrary bytes and mutated valid jobs never panic the parser, and whatever
-//! it accepts re-serialises to a document it accepts again, unchanged.
+//! it accepts re-serialises to a document it accepts again, unchanged. Also the replay of the
+//! cargo-fuzz corpus (fuzz/corpus/job, grown by deploy/scripts/fuzz.sh) through the same
+//! harness the fuzzer runs.
 
 use proptest::prelude::*;
 use protocol::{Job, ValidationContext};
@@ -94,4 +96,20 @@ proptest! {
         let ctx = ValidationContext { allow_local_media: local };
         accepts_stable(doc.to_string().as_bytes(), &ctx);
     }
+}
+
+/// Every input the coverage-guided fuzzer kept (and every crash it found, once fixed) goes
+/// through the fuzz target's own harness on stable.
+#[test]
+fn the_fuzz_corpus_replays_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/job");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| protocol::job::fuzz_one(&bytes));
+        assert!(outcome.is_ok(), "{} panics the job parser", path.display());
+        n += 1;
+    }
+    assert!(n >= 10, "the corpus has {n} inputs; it is kept in the repo (fuzz/corpus/job)");
 }

@@ -60,3 +60,26 @@ pub fn init() {
         ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Quiet);
     });
 }
+
+/// The fuzz harness, shared by `fuzz/fuzz_targets/media.rs` (cargo-fuzz, nightly) and the corpus
+/// replay in `worker/tests/media.rs` (stable): `bytes` as a video file (probed, then up to 64
+/// frames decoded, downscaled) and as a still image, under small limits. Every failure must be
+/// a typed [`MediaError`]; a panic is the finding.
+#[doc(hidden)]
+pub fn fuzz_one(bytes: &[u8]) {
+    let limits =
+        MediaLimits { max_duration_s: 60.0, max_pixels: 1920 * 1080, max_file_bytes: 1 << 24, max_decoded_frames: 64 };
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("input");
+    if std::fs::write(&path, bytes).is_ok() && probe(&path, &limits).is_ok() {
+        let opts = DecodeOptions { max_side: Some(64), ..DecodeOptions::default() };
+        if let Ok(frames) = decode(&path, &opts, &limits) {
+            for frame in frames.take(64) {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = decode_still(bytes, &limits);
+}
