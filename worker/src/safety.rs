@@ -53,9 +53,66 @@ pub enum SafetyError {
         /// What is wrong.
         msg: String,
     },
+    /// A concept in the file is not usable.
+    #[error("safety concepts {path}: {source}")]
+    Concept {
+        /// The file (`(inline)` for a config given in code).
+        path: String,
+        /// What is wrong with which concept.
+        #[source]
+        source: ConceptError,
+    },
     /// CLIP failed.
     #[error(transparent)]
     Clip(#[from] ClipError),
+}
+
+/// What makes a concepts file unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConceptError {
+    /// The file lists none.
+    #[error("no concepts")]
+    Empty,
+    /// A concept without a name.
+    #[error("concepts[{index}].name is empty")]
+    NoName {
+        /// Its position in the file.
+        index: usize,
+    },
+    /// Neither or both of `prompt` and `embedding`.
+    #[error("concepts[{index}] ({name}): give exactly one of prompt or embedding")]
+    Source {
+        /// Its position in the file.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// A threshold that is not a cosine.
+    #[error("concepts[{index}] ({name}): threshold must be a cosine in [-1, 1]")]
+    Threshold {
+        /// Its position in the file.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// A zero or non-finite embedding.
+    #[error("concepts[{index}] ({name}): embedding must be finite and non-zero")]
+    Embedding {
+        /// Its position in the file.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// An embedding whose dimension is not CLIP's.
+    #[error("concept {name}: {got}-d embedding, CLIP is {want}-d")]
+    Dimension {
+        /// Its name.
+        name: String,
+        /// The embedding's dimension.
+        got: usize,
+        /// CLIP's.
+        want: usize,
+    },
 }
 
 /// A concept, embedded.
@@ -97,28 +154,29 @@ impl SafetyConfig {
         let err = |msg: String| SafetyError::Config { path: path.display().to_string(), msg };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let cfg: SafetyConfig = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
-        cfg.check().map_err(err)?;
+        cfg.check().map_err(|source| SafetyError::Concept { path: path.display().to_string(), source })?;
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ConceptError> {
         if self.concepts.is_empty() {
-            return Err("no concepts".into());
+            return Err(ConceptError::Empty);
         }
-        for (i, c) in self.concepts.iter().enumerate() {
+        for (index, c) in self.concepts.iter().enumerate() {
+            let name = || c.name.clone();
             if c.name.trim().is_empty() {
-                return Err(format!("concepts[{i}].name is empty"));
+                return Err(ConceptError::NoName { index });
             }
             if c.prompt.is_some() == c.embedding.is_some() {
-                return Err(format!("concepts[{i}] ({}): give exactly one of prompt or embedding", c.name));
+                return Err(ConceptError::Source { index, name: name() });
             }
             if !(c.threshold.is_finite() && (-1.0..=1.0).contains(&c.threshold)) {
-                return Err(format!("concepts[{i}] ({}): threshold must be a cosine in [-1, 1]", c.name));
+                return Err(ConceptError::Threshold { index, name: name() });
             }
             if let Some(e) = &c.embedding
                 && (e.iter().any(|x| !x.is_finite()) || e.iter().all(|x| *x == 0.0))
             {
-                return Err(format!("concepts[{i}] ({}): embedding must be finite and non-zero", c.name));
+                return Err(ConceptError::Embedding { index, name: name() });
             }
         }
         Ok(())
@@ -129,7 +187,8 @@ impl SafetyFilter {
     /// Embeds the concepts with `clip` (prompts through its text tower; embeddings must have
     /// its dimension).
     pub fn new(clip: Arc<Clip>, cfg: &SafetyConfig) -> Result<Self, SafetyError> {
-        cfg.check().map_err(|msg| SafetyError::Config { path: "(inline)".into(), msg })?;
+        let inline = |source| SafetyError::Concept { path: "(inline)".into(), source };
+        cfg.check().map_err(inline)?;
         let mut concepts = Vec::new();
         for c in &cfg.concepts {
             let direction = match (&c.prompt, &c.embedding) {
@@ -138,10 +197,8 @@ impl SafetyFilter {
                     clip::mean_direction(std::slice::from_ref(e)).expect("checked non-zero and finite")
                 }
                 (None, Some(e)) => {
-                    return Err(SafetyError::Config {
-                        path: "(inline)".into(),
-                        msg: format!("concept {}: {}-d embedding, CLIP is {}-d", c.name, e.len(), clip.dim()),
-                    });
+                    let (name, got, want) = (c.name.clone(), e.len(), clip.dim());
+                    return Err(inline(ConceptError::Dimension { name, got, want }));
                 }
                 (None, None) => unreachable!("checked"),
             };

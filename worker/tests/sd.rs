@@ -15,7 +15,8 @@ use image::RgbImage;
 use protocol::Stage;
 use worker::media::MediaLimits;
 use worker::models::sd::{
-    self, Prediction, SdConfigs, SdError, SdRequest, SdVariant, StableDiffusion, TextEncoderSpec, candidate_seed,
+    self, Effective, Prediction, SdConfigs, SdError, SdRequest, SdVariant, StableDiffusion, TextEncoderSpec,
+    candidate_seed,
 };
 use worker::pipeline::thumbnail::ThumbnailGenerate;
 use worker::pipeline::{JobContext, PipelineError, ProgressSink};
@@ -352,7 +353,9 @@ fn thumbnail_stage_keeps_the_best_candidate_and_stops_on_cancel() {
     assert_eq!(imgs.len(), 2);
     assert_ne!(imgs[0].as_raw(), imgs[1].as_raw());
     // A failing scorer fails the stage.
-    let broken = |_: &RgbImage| -> Result<f32, PipelineError> { Err(PipelineError::Model("clip".into())) };
+    let broken = |_: &RgbImage| -> Result<f32, PipelineError> {
+        Err(worker::pipeline::ModelError::Unusable("clip".into()).into())
+    };
     assert!(matches!(stage.run(&r, None, 1, &broken, &cx), Err(PipelineError::Model(_))));
     // Cancelled before it starts, and in the middle of the steps.
     let cancel = Arc::new(AtomicBool::new(true));
@@ -368,12 +371,15 @@ fn thumbnail_stage_keeps_the_best_candidate_and_stops_on_cancel() {
 fn turbo_runs_one_to_four_steps_without_guidance() {
     let turbo = SdConfigs::load(&fixture("turbo")).unwrap();
     let r = SdRequest { steps: 30, guidance_scale: 7.5, ..SdRequest::default() };
-    assert_eq!(turbo.effective(&r).unwrap(), (4, 0.0, 512, 512));
-    assert_eq!(turbo.effective(&SdRequest { steps: 0, ..r.clone() }).unwrap(), (1, 0.0, 512, 512));
+    assert_eq!(turbo.effective(&r).unwrap(), Effective { steps: 4, guidance: 0.0, width: 512, height: 512 });
+    assert_eq!(
+        turbo.effective(&SdRequest { steps: 0, ..r.clone() }).unwrap(),
+        Effective { steps: 1, guidance: 0.0, width: 512, height: 512 }
+    );
     let v21 = SdConfigs::load(&fixture("v2_1")).unwrap();
-    assert_eq!(v21.effective(&r).unwrap(), (30, 7.5, 768, 768));
+    assert_eq!(v21.effective(&r).unwrap(), Effective { steps: 30, guidance: 7.5, width: 768, height: 768 });
     let v15 = SdConfigs::load(&fixture("v1_5")).unwrap();
-    assert_eq!(v15.effective(&r).unwrap(), (30, 7.5, 512, 512));
+    assert_eq!(v15.effective(&r).unwrap(), Effective { steps: 30, guidance: 7.5, width: 512, height: 512 });
     assert!(matches!(v15.effective(&SdRequest { width: Some(500), ..r }), Err(SdError::Request(_))));
 }
 

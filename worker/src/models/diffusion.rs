@@ -70,6 +70,19 @@ impl SeededNoise {
     }
 }
 
+/// ᾱ_t = Π_{s ≤ t} (1 − β_s): the one cumulative product both diffusion models' schedules use
+/// (MCVD's [`Schedule`] and Stable Diffusion's).
+pub fn alphas_cumprod(betas: &[f64]) -> Vec<f64> {
+    let mut acc = 1.0;
+    betas
+        .iter()
+        .map(|b| {
+            acc *= 1.0 - b;
+            acc
+        })
+        .collect()
+}
+
 /// The noise schedule: β linear from `beta_start` to `beta_end` over T steps, and ᾱ.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
@@ -84,14 +97,7 @@ impl Schedule {
     pub fn linear(steps: usize, beta_start: f64, beta_end: f64) -> Self {
         let betas: Vec<f64> =
             (0..steps).map(|i| beta_start + (beta_end - beta_start) * i as f64 / (steps - 1) as f64).collect();
-        let mut acc = 1.0;
-        let alphas_cumprod = betas
-            .iter()
-            .map(|b| {
-                acc *= 1.0 - b;
-                acc
-            })
-            .collect();
+        let alphas_cumprod = alphas_cumprod(&betas);
         Schedule { betas, alphas_cumprod }
     }
 

@@ -11,11 +11,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{D, DType, Device, Module, Tensor, Var};
+use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::diffusion::SeededNoise;
+use super::init::Init;
 use super::upfirdn;
 
 /// File name of the configuration in a checkpoint directory.
@@ -699,35 +700,17 @@ pub fn timestep_embedding(t: &Tensor, dim: usize) -> candle_core::Result<Tensor>
 pub fn init_model(cfg: &McvdConfig, seed: u64) -> Result<(VarMap, Mcvd), McvdError> {
     let varmap = VarMap::new();
     let model = Mcvd::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), cfg)?;
-    {
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
-        let mut rng = SeededNoise::new(seed);
-        for name in names {
-            init_var(name, &data[name], &mut rng)?;
+    super::init::seeded(&varmap, &mut SeededNoise::new(seed), |name, shape| {
+        let zero_init =
+            name.ends_with("conv_1.weight") || name.ends_with("proj_out.weight") || name == "conv_out.weight";
+        match () {
+            _ if name.ends_with("bias") => Init::Zeros,
+            _ if shape.len() == 1 => Init::Ones,
+            _ if zero_init => Init::Zeros,
+            _ => Init::fan_avg_uniform(shape),
         }
-    }
+    })?;
     Ok((varmap, model))
-}
-
-fn init_var(name: &str, var: &Var, rng: &mut SeededNoise) -> candle_core::Result<()> {
-    let shape = var.dims().to_vec();
-    let n: usize = shape.iter().product();
-    let zero_init = name.ends_with("conv_1.weight") || name.ends_with("proj_out.weight") || name == "conv_out.weight";
-    let values: Vec<f32> = if name.ends_with("bias") {
-        vec![0.0; n]
-    } else if shape.len() == 1 {
-        vec![1.0; n]
-    } else if zero_init {
-        vec![0.0; n]
-    } else {
-        let receptive: usize = shape[2..].iter().product();
-        let (fan_in, fan_out) = (shape[1] * receptive, shape[0] * receptive);
-        let bound = (3.0 / ((fan_in + fan_out) as f64 / 2.0)).sqrt();
-        (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect()
-    };
-    var.set(&Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
 /// Writes a checkpoint directory: `config.json` and `model.safetensors` from `tensors`.

@@ -17,7 +17,7 @@ use image::RgbImage;
 use image::imageops::FilterType;
 use protocol::{CreateJob, CreateMode, ModelUse, OutputKind, Stage};
 
-use super::{Artifact, JobContext, PipelineError, PipelineOutput};
+use super::{Artifact, JobContext, ModelError, PipelineError, PipelineOutput};
 use crate::batching::Batcher;
 use crate::media::{self, DecodeOptions, EncodeOptions, VideoEncoder};
 use crate::models::baseline;
@@ -106,9 +106,7 @@ impl Synthesis {
         let can_interpolate = mcvd.is_some_and(|m| m.config().num_frames_future > 0);
         match (job.mode, mcvd) {
             (CreateMode::Interpolate, Some(_)) if !can_interpolate => Ok(Self::baseline(job, cond, n)),
-            (_, Some(model)) => {
-                Self::diffuse(job, cond, model, batcher, ctx).map_err(|e| PipelineError::Model(e.to_string()))
-            }
+            (_, Some(model)) => Self::diffuse(job, cond, model, batcher, ctx).map_err(|e| ModelError::from(e).into()),
             (CreateMode::Predict | CreateMode::Interpolate, None) => Ok(Self::baseline(job, cond, n)),
             (CreateMode::Generate | CreateMode::Edit, None) => Err(PipelineError::Unsupported(format!(
                 "mode `{}` needs the MCVD diffusion model, which this worker does not load",

@@ -24,7 +24,7 @@ use image::RgbImage;
 use protocol::{EditJob, Guidance, ModelUse, OutputKind, Stage, ThumbnailMode};
 
 use super::thumbnail::{self, ThumbnailGenerate};
-use super::{Artifact, JobContext, PipelineError, PipelineOutput, even_size};
+use super::{Artifact, JobContext, ModelError, PipelineError, PipelineOutput, even_size};
 use crate::media::{self, DecodeOptions, EncodeOptions, ProbeInfo};
 use crate::models::clip::{self, Clip, ClipError};
 use crate::models::sd::StableDiffusion;
@@ -103,7 +103,7 @@ pub struct Analysis {
 
 impl From<ClipError> for PipelineError {
     fn from(e: ClipError) -> Self {
-        PipelineError::Model(e.to_string())
+        ModelError::from(e).into()
     }
 }
 
@@ -352,7 +352,7 @@ fn embed_media(clip: &Clip, path: &Path, ctx: &JobContext) -> Result<Vec<f32>, P
         frames
     };
     let embeddings = clip.embed_images(&frames)?;
-    clip::mean_direction(&embeddings).ok_or_else(|| PipelineError::Model("a zero history embedding".into()))
+    clip::mean_direction(&embeddings).ok_or_else(|| ModelError::Unusable("a zero history embedding".into()).into())
 }
 
 /// A chosen window of the source.
@@ -597,7 +597,7 @@ impl EditPipeline {
                 ThumbnailGenerate::new(sd).run(&req, Some(&frame), usize::from(o.generate.candidates), &score, ctx)
             })?;
             artifacts.push(ThumbnailGenerate::artifact(&generated, size, THUMBNAIL_QUALITY, ctx)?);
-            models.push(ModelUse { role: "thumbnail-generator".into(), id: format!("sd:{:?}", sd.variant()) });
+            models.push(ModelUse { role: "thumbnail-generator".into(), id: format!("sd:{}", sd.variant().as_str()) });
         }
         ctx.record_watermark();
         Ok(PipelineOutput { artifacts, models })

@@ -101,9 +101,14 @@ impl JobContext {
     ) -> Result<T, PipelineError> {
         self.check()?;
         self.progress.progress(stage, 0, 0);
+        // A span per stage inside the task's span: a slow job reads from its logs stage by stage.
+        let span = tracing::info_span!("stage", stage = stage.as_str());
+        let _entered = span.enter();
         let t = Instant::now();
         let out = f(self);
-        self.timings.push(StageTiming { stage, ms: t.elapsed().as_secs_f64() * 1e3 });
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        self.timings.push(StageTiming { stage, ms });
+        tracing::debug!(ms, ok = out.is_ok(), "stage done");
         out
     }
 
@@ -191,6 +196,29 @@ pub struct PipelineOutput {
     pub models: Vec<ModelUse>,
 }
 
+/// Why a model failed, with the model's own error as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The editor's CLIP.
+    #[error("CLIP: {0}")]
+    Clip(#[from] crate::models::clip::ClipError),
+    /// Stable Diffusion (generated thumbnails).
+    #[error("Stable Diffusion: {0}")]
+    Sd(#[from] crate::models::sd::SdError),
+    /// The creator's MCVD.
+    #[error("MCVD: {0}")]
+    Mcvd(#[from] crate::models::mcvd::McvdError),
+    /// A model ran but what it returned cannot be used (a non-finite score, a zero embedding).
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl From<ModelError> for PipelineError {
+    fn from(e: ModelError) -> Self {
+        PipelineError::Model(Box::new(e))
+    }
+}
+
 /// Why a pipeline failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -206,15 +234,15 @@ pub enum PipelineError {
     /// The job's guidance cannot steer anything.
     #[error("{0}")]
     BadGuidance(String),
-    /// A model produced non-finite values or failed.
+    /// A model produced non-finite values or failed (boxed: the models' errors are large).
     #[error("model failure: {0}")]
-    Model(String),
+    Model(Box<ModelError>),
     /// A fidelity check refused the job's outputs.
     #[error("{0}")]
     Unsafe(String),
     /// Attaching content credentials (C2PA) failed.
     #[error("content credentials: {0}")]
-    Provenance(String),
+    Provenance(#[from] crate::credentials::CredentialsError),
     /// Cancelled between stages.
     #[error("cancelled")]
     Cancelled,
@@ -227,6 +255,9 @@ pub enum PipelineError {
     /// Scratch I/O failed.
     #[error("scratch I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The pipeline's thread panicked: a bug, reported as this job's internal error.
+    #[error("the pipeline panicked: {0}")]
+    Panicked(String),
 }
 
 impl PipelineError {
@@ -252,7 +283,7 @@ impl PipelineError {
             PipelineError::Cancelled => ErrorCode::Cancelled,
             PipelineError::DeadlineExceeded => ErrorCode::DeadlineExceeded,
             PipelineError::Interrupted => ErrorCode::Internal,
-            PipelineError::Io(_) => ErrorCode::Internal,
+            PipelineError::Io(_) | PipelineError::Panicked(_) => ErrorCode::Internal,
         }
     }
 

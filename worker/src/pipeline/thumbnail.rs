@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use image::RgbImage;
 use protocol::{GenerateOptions, Guidance, OutputKind, Stage};
 
-use super::{Artifact, JobContext, PipelineError};
+use super::{Artifact, JobContext, ModelError, PipelineError};
 use crate::media;
 use crate::models::sd::{SdError, SdRequest, StableDiffusion, candidate_seed};
 
@@ -24,7 +24,7 @@ impl From<SdError> for PipelineError {
     fn from(e: SdError) -> Self {
         match e {
             SdError::Stopped => PipelineError::Cancelled,
-            e => PipelineError::Model(e.to_string()),
+            e => ModelError::from(e).into(),
         }
     }
 }
@@ -129,7 +129,7 @@ impl<'m> ThumbnailGenerate<'m> {
         ctx.check()?;
         let scores = images.iter().map(score).collect::<Result<Vec<f32>, _>>()?;
         if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
-            return Err(PipelineError::Model(format!("candidate score is {bad}")));
+            return Err(ModelError::Unusable(format!("candidate score is {bad}")).into());
         }
         let (index, best) = scores
             .iter()

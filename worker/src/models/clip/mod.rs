@@ -18,7 +18,11 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::diffusion::SeededNoise;
+use super::init::Init;
 use super::preprocess::{Frames, ImageProcessorConfig, PreprocessError};
+
+mod tiny;
+pub use tiny::*;
 
 /// Weights file of a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -301,7 +305,7 @@ pub struct Clip {
     dtype: DType,
     /// Images per forward pass.
     pub batch: usize,
-    /// A short name for results and logs (the directory name).
+    /// How results and logs name it: `<name>@<weights digest>` ([`super::checkpoint_id`]).
     pub id: String,
 }
 
@@ -357,7 +361,8 @@ impl Clip {
         }
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let model = ct::ClipModel::new(vb, &candle_cfg)?;
-        let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
+        let id = super::checkpoint_id(dir, &weights_path)
+            .map_err(|e| ClipError::File { path: weights_path.clone(), msg: e.to_string() })?;
         let device = device.clone();
         Ok(Clip { model, tokenizer, eot_id, config, processor, device, dtype, batch: DEFAULT_BATCH, id })
     }
@@ -503,148 +508,6 @@ pub fn mean_direction(vectors: &[Vec<f32>]) -> Option<Vec<f32>> {
     }
     let n = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
     (n.is_finite() && n > 1e-6).then(|| sum.into_iter().map(|x| x / n).collect())
-}
-
-/// Words of the tiny tokenizer's vocabulary (besides the special tokens).
-const TINY_WORDS: &str = "a an the of in on at to and or with for from by is are this that it its my your \
-    goal goals football soccer ball player team match game score cat cats dog dogs bird car cars road city night \
-    day sun sky sea beach water mountain snow tree forest red green blue yellow black white orange purple pink \
-    bright dark slow fast motion moment best funny cute action scene shot close up wide view people person face \
-    smile dance music food cook kitchen street sport sports run running jump jumping fly flying happy calm \
-    colourful colorful sunset sunrise light shadow stripes stripes checkerboard square circle shape shapes moving";
-
-/// The words of the tiny tokenizer, sorted and unique.
-fn tiny_words() -> Vec<&'static str> {
-    let mut words: Vec<&str> = TINY_WORDS.split_whitespace().collect();
-    words.sort_unstable();
-    words.dedup();
-    words
-}
-
-/// Vocabulary size of the tiny tokenizer: `<|unk|>`, the words, start and end.
-pub fn tiny_vocab_size() -> usize {
-    tiny_words().len() + 3
-}
-
-/// A word-level tokenizer over [`TINY_WORDS`] (lower-cased, whitespace-split, unknown words to
-/// `<|unk|>` = 0), wrapped in start/end tokens, which take the last two ids of a
-/// `vocab_size`-token vocabulary (CLIP reads the text embedding at the largest id).
-pub fn tiny_tokenizer(vocab_size: usize) -> Result<tokenizers::Tokenizer, ClipError> {
-    let words = tiny_words();
-    if vocab_size < words.len() + 3 {
-        return Err(ClipError::Tokenizer(format!("a vocabulary of {vocab_size} cannot hold {} words", words.len())));
-    }
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("<|unk|>".into(), 0.into());
-    for w in &words {
-        vocab.insert((*w).into(), (vocab.len() as u32).into());
-    }
-    let eot = vocab_size as u32 - 1;
-    let sot = eot - 1;
-    vocab.insert(SOT_TOKEN.into(), sot.into());
-    vocab.insert(EOT_TOKEN.into(), eot.into());
-    let special = |id: u32, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
-            "normalized": false, "special": true})
-    };
-    let piece = |t: &str| serde_json::json!({"SpecialToken": {"id": t, "type_id": 0}});
-    let seq = |s: &str| serde_json::json!({"Sequence": {"id": s, "type_id": 0}});
-    let json = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [special(sot, SOT_TOKEN), special(eot, EOT_TOKEN)],
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [piece(SOT_TOKEN), seq("A"), piece(EOT_TOKEN)],
-            "pair": [piece(SOT_TOKEN), seq("A"), seq("B"), piece(EOT_TOKEN)],
-            "special_tokens": {
-                SOT_TOKEN: {"id": SOT_TOKEN, "ids": [sot], "tokens": [SOT_TOKEN]},
-                EOT_TOKEN: {"id": EOT_TOKEN, "ids": [eot], "tokens": [EOT_TOKEN]},
-            },
-        },
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|unk|>"},
-    });
-    json.to_string().parse::<tokenizers::Tokenizer>().map_err(|e| ClipError::Tokenizer(e.to_string()))
-}
-
-/// Writes the tiny CLIP ([`ClipConfig::tiny`], fixed `seed`) into `dir`; see [`init_random`].
-pub fn init_tiny(dir: &Path, seed: u64) -> Result<ClipConfig, ClipError> {
-    let cfg = ClipConfig::tiny(tiny_vocab_size());
-    init_random(dir, &cfg, seed)?;
-    Ok(cfg)
-}
-
-/// Writes a randomly initialised CLIP of any configuration (fixed `seed`) into `dir` in the
-/// Hugging Face layout: `config.json`, `model.safetensors`, `tokenizer.json` (the tiny
-/// word-level one), `preprocessor_config.json`. Weights: normal(0, 0.02) embeddings (as
-/// transformers), LeCun-normal matrices and convolutions, LayerNorm scale 1 and bias 0, zero
-/// biases. Tests,
-/// the demo and benchmarks of real-sized configurations use it; it is no substitute for
-/// trained weights.
-pub fn init_random(dir: &Path, cfg: &ClipConfig, seed: u64) -> Result<(), ClipError> {
-    let io = |path: &Path, e: &dyn std::fmt::Display| ClipError::File { path: path.to_owned(), msg: e.to_string() };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
-    let tokenizer = tiny_tokenizer(cfg.text_config.vocab_size)?;
-    let varmap = candle_nn::VarMap::new();
-    ct::ClipModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg.to_candle()?)?;
-    let mut tensors = HashMap::new();
-    {
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
-        let mut rng = SeededNoise::new(seed);
-        for name in names {
-            let shape = data[name].dims().to_vec();
-            let n: usize = shape.iter().product();
-            let norm = name.contains("layer_norm") || name.contains("layrnorm") || name.contains("layernorm");
-            let values: Vec<f32> = if name.ends_with("bias") {
-                vec![0.0; n]
-            } else if norm {
-                vec![1.0; n]
-            } else if name.contains("embedding") {
-                (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
-            } else {
-                // LeCun normal, not transformers' 0.02: at 0.02 a narrow random tower maps every
-                // image to nearly the same vector, and the tests need embeddings that differ.
-                let fan_in: usize = shape[1..].iter().product();
-                let std = 1.0 / (fan_in.max(1) as f64).sqrt();
-                (0..n).map(|_| (rng.normal() * std) as f32).collect()
-            };
-            tensors.insert(name.clone(), Tensor::from_vec(values, shape, &Device::Cpu)?);
-        }
-    }
-    // The class embedding is a plain parameter in the checkpoint, not built by a layer.
-    let mut rng = SeededNoise::new(seed ^ 0xC1A5);
-    let class: Vec<f32> = (0..cfg.vision_config.hidden_size).map(|_| rng.normal() as f32 * 0.02).collect();
-    tensors.insert(
-        "vision_model.embeddings.class_embedding".into(),
-        Tensor::from_vec(class, cfg.vision_config.hidden_size, &Device::Cpu)?,
-    );
-    tensors.insert("logit_scale".into(), Tensor::new(cfg.logit_scale_init_value, &Device::Cpu)?);
-    let weights = dir.join(WEIGHTS_FILE);
-    candle_core::safetensors::save(&tensors, &weights)?;
-    let mut config = serde_json::to_value(cfg).expect("config serialises");
-    config["architectures"] = serde_json::json!(["CLIPModel"]);
-    config["model_type"] = "clip".into();
-    let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).map_err(|e| io(&path, &e))?;
-    let path = dir.join(TOKENIZER_FILE);
-    tokenizer.save(&path, true).map_err(|e| io(&path, &e))?;
-    let path = dir.join("preprocessor_config.json");
-    let processor = serde_json::json!({
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": true, "size": {"shortest_edge": cfg.vision_config.image_size}, "resample": 3,
-        "do_center_crop": true,
-        "crop_size": {"height": cfg.vision_config.image_size, "width": cfg.vision_config.image_size},
-        "do_rescale": true, "rescale_factor": 1.0 / 255.0, "do_normalize": true,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    });
-    std::fs::write(&path, serde_json::to_vec_pretty(&processor).expect("json")).map_err(|e| io(&path, &e))?;
-    Ok(())
 }
 
 #[cfg(test)]
