@@ -50,7 +50,7 @@ async fn main() {
     let store = tempfile::Builder::new().prefix("reelforge-bench-").tempdir_in("/dev/shm").expect("tmpfs store");
     let bin = env!("CARGO_BIN_EXE_reelforge");
     let bus = AmqpBus::connect(&url).await.expect("RabbitMQ on 127.0.0.1:5672");
-    topology::declare_core(&bus).await.unwrap();
+    topology::Layout::default().declare_core(&bus).await.unwrap();
     let feed =
         topology::declare_feed(&bus, "bench", "events", topology::EVENTS_EXCHANGE, "job.*.running").await.unwrap();
     let mut events = bus.consume(&feed, 2000).await.unwrap();

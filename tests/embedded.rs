@@ -26,16 +26,23 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Self::start_with(|_, _| {}).await
+    }
+
+    /// As [`start`](Self::start), with the worker's config changed by `configure` (given the
+    /// test's directory first).
+    async fn start_with(configure: impl FnOnce(&Path, &mut WorkerConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let sample = dir.path().join("sample.mp4");
         worker::samples::write_sample_video(&sample, 4.0, 25, 160, 90, 2).unwrap();
-        let cfg = WorkerConfig {
+        let mut cfg = WorkerConfig {
             id: "w1".into(),
             capacity: 2,
             scratch_dir: dir.path().join("scratch"),
             allow_local_media: true,
             ..Default::default()
         };
+        configure(dir.path(), &mut cfg);
         let embedded_support::Embedded { bus, events, stop } = embedded_support::start(dir.path(), cfg).await;
         Harness { bus, dir, events, stop, seen: Vec::new(), sample }
     }
@@ -218,7 +225,7 @@ async fn redelivered_task_with_a_committed_result_is_not_run_again() {
         &protocol::ValidationContext { allow_local_media: true },
     )
     .unwrap();
-    let queue = topology::task_queue(JobKind::Edit, "default");
+    let queue = topology::task_queue_base(JobKind::Edit, "default");
     let body = serde_json::to_vec(&Task::first(job)).unwrap();
     let before = h.seen.len();
     h.bus.publish("", &queue, Message::new("once", body)).await.unwrap();
@@ -325,13 +332,20 @@ async fn instructions_and_history_never_reach_the_logs() {
         .try_init()
         .is_ok();
     assert!(installed, "another test installed a subscriber first");
-    let mut h = Harness::start().await;
+    // With CLIP loaded, so the instruction and style are really tokenised and embedded.
+    let mut h = Harness::start_with(|dir, cfg| {
+        worker::models::clip::init_tiny(&dir.join("clip"), 6).unwrap();
+        cfg.clip = Some(dir.join("clip"));
+    })
+    .await;
     let secret = "s3cr3t-user-wish-8f2e";
+    // History embeddings live in CLIP's space: the tiny CLIP's dimension.
+    let clip_dim = worker::models::clip::ClipConfig::tiny(worker::models::clip::tiny_vocab_size()).projection_dim;
     let mut ok = h.edit("private");
     ok["guidance"] = json!({
         "instruction": format!("{secret} instruction"),
         "style": format!("{secret} style"),
-        "history": [ { "item_id": format!("{secret}-item"), "embedding": [0.1, 0.2, 0.3] } ]
+        "history": [ { "item_id": format!("{secret}-item"), "embedding": vec![0.1f32; clip_dim] } ]
     });
     h.submit("private", ok.to_string().into_bytes()).await;
     // Refused documents that carry the secret where it does not belong.
@@ -343,6 +357,7 @@ async fn instructions_and_history_never_reach_the_logs() {
     h.submit("private-ctl", control.to_string().into_bytes()).await;
     let r = h.finished(&["private", "private-bad", "private-ctl"]).await;
     assert_eq!(r["private"].status, JobStatus::Succeeded, "{:?}", r["private"].error);
+    assert!(r["private"].models.iter().any(|m| m.id.starts_with("clip:")), "CLIP ran: {:?}", r["private"].models);
     assert_eq!(r["private-bad"].status, JobStatus::Failed);
     assert_eq!(r["private-ctl"].status, JobStatus::Failed);
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();

@@ -230,7 +230,11 @@ async fn malformed_and_oversized_messages_fail_and_the_fleet_stays_up() {
     unknown["surprise"] = json!(1);
     f.submit(&unknown).await;
     // Straight onto a work queue, bypassing the scheduler.
-    let queue = topology::declare_task_queue(&f.bus, protocol::JobKind::Edit, "default").await.unwrap();
+    let queue = topology::Layout::default()
+        .declare_task_queues(&f.bus, protocol::JobKind::Edit, "default")
+        .await
+        .unwrap()
+        .remove(0);
     f.bus.publish("", &queue, Message::new("raw-task", b"{\"v\":1,\"job\":42}".to_vec())).await.unwrap();
     f.submit(&f.edit("fine")).await;
     let r = f.finished(&["junk", "big", "unknown-field", "raw-task", "fine"], T).await;

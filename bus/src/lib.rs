@@ -71,6 +71,9 @@ pub struct QueueSpec {
     pub dead_letter_exchange: Option<String>,
     /// Only one consumer at a time receives; the others stand by (scheduler replicas).
     pub single_active_consumer: bool,
+    /// A replicated quorum queue (RabbitMQ `x-queue-type: quorum`) instead of a classic one:
+    /// durable only, no message priorities; dead-lettering is at least once.
+    pub quorum: bool,
 }
 
 impl QueueSpec {
@@ -84,6 +87,23 @@ impl QueueSpec {
             message_ttl_ms: None,
             dead_letter_exchange: None,
             single_active_consumer: false,
+            quorum: false,
+        }
+    }
+
+    /// The spec as declared: refused when it asks for what the queue type cannot do (a quorum
+    /// queue that is not durable, or has priorities).
+    pub fn check(&self) -> Result<(), BusError> {
+        let refuse =
+            |reason: &str| Err(BusError::Refused { what: format!("queue `{}`", self.name), reason: reason.into() });
+        match self {
+            QueueSpec { quorum: true, durable: false, .. } | QueueSpec { quorum: true, auto_delete: true, .. } => {
+                refuse("a quorum queue is durable and never auto-deleted")
+            }
+            QueueSpec { quorum: true, max_priority: 1.., .. } => {
+                refuse("quorum queues have no message priorities: use one queue per priority band")
+            }
+            _ => Ok(()),
         }
     }
 

@@ -152,6 +152,7 @@ impl MemoryBus {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BusError> {
+        spec.check()?;
         let mut st = self.state();
         match st.queues.get(&spec.name) {
             Some(q) if q.spec != *spec => Err(BusError::Refused {

@@ -214,3 +214,52 @@ async fn ack_with_is_atomic_and_fenced_by_the_delivery() {
         let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", queue]).output();
     }
 }
+
+/// A quorum fleet's queues on a real broker (a single node runs quorum queues too): they are
+/// declared with their type, a retry rung dead-letters into a work queue at least once, a task
+/// is settled in a transaction with its successor (the commit path), and what a quorum queue
+/// cannot do is refused before the broker sees it.
+#[tokio::test]
+async fn quorum_queues_dead_letter_and_take_transactions() {
+    let bus = bus().await;
+    let (work, next, rung) = (unique("qwork"), unique("qnext"), unique("qrung"));
+    let quorum = |name: &str| QueueSpec { quorum: true, ..QueueSpec::durable(name) };
+    bus.declare_queue(&quorum(&work)).await.unwrap();
+    bus.declare_queue(&quorum(&next)).await.unwrap();
+    // Idempotent with the same arguments.
+    bus.declare_queue(&quorum(&work)).await.unwrap();
+    bus.declare_exchange(&rung, ExchangeKind::Fanout).await.unwrap();
+    let spec = QueueSpec { message_ttl_ms: Some(300), dead_letter_exchange: Some(String::new()), ..quorum(&rung) };
+    bus.declare_queue(&spec).await.unwrap();
+    bus.bind(&rung, &rung, "").await.unwrap();
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "--no-table-headers", "name", "type", "arguments"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = listing.lines().find(|l| l.starts_with(&format!("{rung}\t"))).expect("the rung is listed");
+    assert!(row.contains("quorum") && row.contains("at-least-once"), "{row}");
+
+    bus.publish(&rung, &work, Message::new("r", b"retry".to_vec())).await.unwrap();
+    let mut got = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(d) = bus.get(&work).await.unwrap() {
+            got = Some(d);
+            break;
+        }
+    }
+    let d = got.expect("dead-lettered into the quorum work queue within 5 s");
+    assert_eq!(d.message.id, "r");
+    d.ack_with(vec![(String::new(), next.clone(), Message::new("r", b"committed".to_vec()))]).await.unwrap();
+    assert_eq!(bus.depth(&work).await.unwrap(), 0);
+    let d = bus.get(&next).await.unwrap().expect("the successor, published in the ack's transaction");
+    assert_eq!(d.message.body, b"committed");
+    d.ack().await.unwrap();
+
+    let refused = bus.declare_queue(&QueueSpec { max_priority: 9, ..quorum(&unique("qprio")) }).await;
+    assert!(matches!(refused, Err(BusError::Refused { .. })), "{refused:?}");
+    for q in [&work, &next, &rung] {
+        let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_queue", q]).output();
+    }
+}

@@ -18,7 +18,8 @@ BUILD_PACKAGES=(clang libclang-dev pkg-config libavcodec-dev libavformat-dev lib
 TEST_PACKAGES=(ffmpeg libjpeg-turbo-progs openssl rabbitmq-server prometheus python3-venv
   mesa-vulkan-drivers libvulkan1)
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each line starts with the time since the script started, so a run shows what each phase took.
+say() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 # ensure_packages PKG...: installs whichever of the Debian packages are missing.
 ensure_packages() {

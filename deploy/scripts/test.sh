@@ -9,6 +9,8 @@ ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 source deploy/scripts/services.sh
 start_rabbitmq
 start_garage
+say "starting the 3-node garage cluster (tests/cluster.rs)"
+bash deploy/scripts/garage-cluster.sh start
 
 say "checking formatting"
 cargo fmt --all -- --check
@@ -18,3 +20,4 @@ say "compiling the CUDA kernels for sm_90 (nvcc and ptxas from PyPI; no GPU need
 bash deploy/scripts/check-kernels.sh
 say "checking deploy/ and k8s/"
 bash deploy/scripts/check-deploy.sh
+say "done"

@@ -197,12 +197,13 @@ impl Admission {
     }
 
     async fn task_queue(&self, job: &Job) -> Result<String, bus::BusError> {
-        let name = topology::task_queue(job.kind(), job.profile());
+        let layout = self.cfg.layout;
+        let name = layout.task_queue(job.kind(), job.profile(), job.priority());
         if self.declared.lock().expect("declared lock").contains(&name) {
             return Ok(name);
         }
-        topology::declare_task_queue(self.bus.as_ref(), job.kind(), job.profile()).await?;
-        self.declared.lock().expect("declared lock").insert(name.clone());
+        let names = layout.declare_task_queues(self.bus.as_ref(), job.kind(), job.profile()).await?;
+        self.declared.lock().expect("declared lock").extend(names);
         Ok(name)
     }
 

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub validation: ValidationContext,
     /// Profiles the scheduler accepts without a live worker (their work queues are reported).
     pub profiles: Vec<String>,
+    /// The fleet's queue layout (which work queues there are).
+    pub layout: topology::Layout,
     /// Set once the scheduler consumes all its feeds.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// This replica's metrics.
@@ -269,7 +271,7 @@ async fn queues(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     profiles.dedup();
     for p in &profiles {
         for kind in [protocol::JobKind::Edit, protocol::JobKind::Create] {
-            names.push(topology::task_queue(kind, p));
+            names.extend(s.layout.task_queues(kind, p));
         }
     }
     let mut depths = serde_json::Map::new();

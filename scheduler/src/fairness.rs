@@ -1,7 +1,8 @@
 //! [`Holding`]: per-tenant fairness. A tenant may have at most `tenant_max_in_flight` jobs on
 //! work queues or running; admission puts the rest on the durable held queue. The active
 //! scheduler consumes that queue (bounded prefetch), keeps what it receives per tenant, and
-//! dispatches a tenant's held jobs oldest first as its jobs finish. Held deliveries stay
+//! dispatches a tenant's held jobs as its jobs finish: highest priority first, oldest first
+//! among equals (a quorum held queue has no priorities, so the order is kept here). Held deliveries stay
 //! unacknowledged until dispatched, so a scheduler crash loses none of them, and one tenant's
 //! burst waits in the held queue instead of in front of everyone else's submissions.
 
@@ -55,12 +56,12 @@ impl Holding {
     /// in `metrics`.
     pub async fn release(&mut self, admission: &Arc<Admission>, metrics: &SchedulerMetrics) {
         for queue in self.by_tenant.values_mut() {
-            while let Some((job, _)) = queue.front() {
-                let outcome = admission.dispatch(job, true).await;
+            while let Some(i) = next_of(queue) {
+                let outcome = admission.dispatch(&queue[i].0, true).await;
                 if matches!(outcome, Ok(Outcome::Held)) {
                     break;
                 }
-                let (_, delivery) = queue.pop_front().expect("front exists");
+                let (_, delivery) = queue.remove(i).expect("index is in range");
                 metrics.admitted(released(&outcome));
                 settle(delivery, outcome).await;
             }
@@ -99,11 +100,45 @@ impl Holding {
     }
 }
 
+/// The index of a tenant's next held job: the highest priority, the oldest among equals.
+fn next_of(queue: &VecDeque<(Job, Delivery)>) -> Option<usize> {
+    // `max_by_key` keeps the last maximum; the reversed index makes ties go to the oldest.
+    queue.iter().enumerate().max_by_key(|(i, (job, _))| (job.priority(), std::cmp::Reverse(*i))).map(|(i, _)| i)
+}
+
 /// A held job's dispatch outcome as an admission outcome: put on its work queue is `released`.
 fn released(outcome: &Result<Outcome, bus::BusError>) -> Option<Outcome> {
     match outcome {
         Ok(Outcome::Dispatched) => Some(Outcome::Released),
         Ok(o) => Some(*o),
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::memory::MemoryBus;
+    use bus::{Bus, Message, QueueSpec};
+
+    #[tokio::test]
+    async fn a_tenants_held_jobs_go_highest_priority_first_then_oldest() {
+        let bus = MemoryBus::new();
+        bus.declare_queue(&QueueSpec::durable("q")).await.unwrap();
+        let mut queue = VecDeque::new();
+        for (id, priority) in [("a", 2), ("b", 8), ("c", 8), ("d", 5)] {
+            let job = serde_json::json!({
+                "v": 1, "kind": "edit", "job_id": id, "tenant": "t", "priority": priority,
+                "source": "s3://b/v.mp4", "guidance": { "instruction": "x" }
+            });
+            let job = Job::from_value(job).unwrap();
+            bus.publish("", "q", Message::new(id, b"{}".to_vec())).await.unwrap();
+            queue.push_back((job, bus.get("q").await.unwrap().unwrap()));
+        }
+        let mut order = Vec::new();
+        while let Some(i) = next_of(&queue) {
+            order.push(queue.remove(i).unwrap().0.job_id().to_string());
+        }
+        assert_eq!(order, ["b", "c", "d", "a"]);
     }
 }

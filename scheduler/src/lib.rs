@@ -55,6 +55,8 @@ pub struct SchedulerConfig {
     pub job_memory_bytes: u64,
     /// Binds AMQP submissions to their tenants; `None`: any publisher may submit for any tenant.
     pub tenant_binding: Option<TenantBinding>,
+    /// Classic or quorum queues (every role of the fleet must agree).
+    pub layout: topology::Layout,
 }
 
 /// Who may submit for which tenant over AMQP: a submission must carry the AMQP `user_id`
@@ -93,6 +95,7 @@ impl Default for SchedulerConfig {
             retention: state::Retention::default(),
             job_memory_bytes: protocol::job::DEFAULT_JOB_MEMORY_BYTES,
             tenant_binding: None,
+            layout: topology::Layout::default(),
         }
     }
 }
@@ -141,7 +144,7 @@ impl Scheduler {
     /// control messages and heartbeats until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
         let bus = self.bus.as_ref();
-        topology::declare_core(bus).await?;
+        self.cfg.layout.declare_core(bus).await?;
         let id = &self.cfg.id;
         let events_q = topology::declare_feed(bus, id, "events", topology::EVENTS_EXCHANGE, "job.#").await?;
         let control_q = topology::declare_feed(bus, id, "control", topology::CONTROL_EXCHANGE, "").await?;
@@ -165,6 +168,7 @@ impl Scheduler {
             self.table.clone(),
             self.metrics.clone(),
             self.cfg.profiles.clone(),
+            self.cfg.layout,
             self.cfg.metrics_interval,
             shutdown.child_token(),
         ));
@@ -213,18 +217,14 @@ impl Scheduler {
                         let _ = d.ack().await;
                     }
                     Some(Ok(d)) => {
-                        let terminal = match serde_json::from_slice::<Event>(&d.message.body) {
-                            Ok(ev) => {
+                        let terminal = match take::<Event>(d, "event").await {
+                            Some(ev) => {
                                 let t = matches!(ev.event, protocol::EventBody::Finished { .. });
                                 self.table.apply(ev).await;
                                 t
                             }
-                            Err(e) => {
-                                warn!(error = %e, "unreadable event dropped");
-                                false
-                            }
+                            None => false,
                         };
-                        let _ = d.ack().await;
                         if terminal && !holding.is_empty() {
                             holding.release(&admission, &self.metrics).await;
                         }
@@ -234,25 +234,20 @@ impl Scheduler {
                 },
                 d = control.next() => match d {
                     Some(Ok(d)) => {
-                        match serde_json::from_slice::<Control>(&d.message.body) {
-                            Ok(Control::Cancel { job_id, .. }) => {
-                                self.table.cancel(job_id.clone()).await;
-                                // A held job ends now, not when its tenant has room again.
-                                holding.cancel(&job_id, &admission, &self.metrics).await;
-                            }
-                            Err(e) => warn!(error = %e, "unreadable control message dropped"),
+                        if let Some(Control::Cancel { job_id, .. }) = take::<Control>(d, "control message").await {
+                            self.table.cancel(job_id.clone()).await;
+                            // A held job ends now, not when its tenant has room again.
+                            holding.cancel(&job_id, &admission, &self.metrics).await;
                         }
-                        let _ = d.ack().await;
                     }
                     Some(Err(e)) => warn!(error = %e, "control consume failed"),
                     None => break,
                 },
                 d = beats.next() => match d {
                     Some(Ok(d)) => {
-                        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&d.message.body) {
+                        if let Some(hb) = take::<Heartbeat>(d, "heartbeat").await {
                             self.table.beat(hb).await;
                         }
-                        let _ = d.ack().await;
                     }
                     Some(Err(e)) => warn!(error = %e, "heartbeat consume failed"),
                     None => break,
@@ -271,6 +266,14 @@ impl Scheduler {
         info!("scheduler stopped");
         Ok(())
     }
+}
+
+/// A broadcast feed's message, parsed and acked (the feeds are this replica's own copies: a
+/// message that does not parse is logged and dropped, never redelivered).
+async fn take<T: serde::de::DeserializeOwned>(d: bus::Delivery, what: &str) -> Option<T> {
+    let parsed = serde_json::from_slice::<T>(&d.message.body);
+    let _ = d.ack().await;
+    parsed.map_err(|e| warn!(error = %e, "unreadable {what} dropped")).ok()
 }
 
 /// Asks every worker and replica to cancel `job_id`.

@@ -125,6 +125,7 @@ pub async fn poll(
     table: JobTable,
     metrics: Arc<SchedulerMetrics>,
     profiles: Vec<String>,
+    layout: topology::Layout,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -157,14 +158,14 @@ pub async fn poll(
         ];
         for profile in &all {
             for kind in [JobKind::Edit, JobKind::Create] {
-                let name = topology::task_queue(kind, profile);
-                if !declared.contains(&name) {
-                    match topology::declare_task_queue(bus.as_ref(), kind, profile).await {
-                        Ok(_) => drop(declared.insert(name.clone())),
-                        Err(e) => debug!(queue = %name, error = %e, "work queue not declared"),
+                let names = layout.task_queues(kind, profile);
+                if names.iter().any(|n| !declared.contains(n)) {
+                    match layout.declare_task_queues(bus.as_ref(), kind, profile).await {
+                        Ok(names) => declared.extend(names),
+                        Err(e) => debug!(kind = kind.as_str(), %profile, error = %e, "work queues not declared"),
                     }
                 }
-                queues.push(name);
+                queues.extend(names);
             }
         }
         for q in queues {
@@ -188,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn poll_samples_queue_depths_and_in_flight_jobs() {
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-        topology::declare_core(bus.as_ref()).await.unwrap();
+        topology::Layout::default().declare_core(bus.as_ref()).await.unwrap();
         bus.publish("", topology::DEAD_LETTER_QUEUE, Message::new("x", b"{}".to_vec())).await.unwrap();
         bus.publish("", topology::DEAD_LETTER_QUEUE, Message::new("y", b"{}".to_vec())).await.unwrap();
         let table = JobTable::spawn();
@@ -201,6 +202,7 @@ mod tests {
             table,
             metrics.clone(),
             vec!["default".into()],
+            topology::Layout::default(),
             Duration::from_millis(10),
             stop.clone(),
         ));

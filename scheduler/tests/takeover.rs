@@ -1,10 +1,12 @@
-//! A replica taking over admission sees what its dead predecessor committed (pure logic, over
-//! the in-process bus: the replica tests in `tests/fleet.rs` kill real processes on RabbitMQ).
+//! A replica taking over admission sees what its dead predecessor committed: on the real
+//! RabbitMQ on 127.0.0.1:5672 (`deploy/scripts/test.sh` starts it), each test in a vhost of its
+//! own. The replica tests in `tests/fleet.rs` kill real processes; this one stages the moment
+//! exactly (the predecessor's commit published, its submission not yet acked).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::memory::MemoryBus;
+use bus::amqp::AmqpBus;
 use bus::{Bus, Message, topology};
 use protocol::{Event, EventBody, Job, JobKind, JobState, Task, ValidationContext};
 use scheduler::{Scheduler, SchedulerConfig};
@@ -23,9 +25,17 @@ fn job(id: &str) -> Vec<u8> {
 /// `commit` publishes what the predecessor committed before it died; then the submission is
 /// redelivered. Returns (admissions counted as dispatched, as duplicate, tasks on the queue).
 async fn takeover(id: &str, commit: bool) -> (u64, u64, u64) {
-    let bus = Arc::new(MemoryBus::default());
-    topology::declare_core(bus.as_ref()).await.unwrap();
-    let queue = topology::declare_task_queue(bus.as_ref(), JobKind::Edit, "default").await.unwrap();
+    let vhost = format!("test-takeover-{id}-{}", std::process::id());
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+    let bus = Arc::new(AmqpBus::connect(&url).await.expect("RabbitMQ on 127.0.0.1:5672 (run deploy/scripts/test.sh)"));
+    topology::Layout::default().declare_core(bus.as_ref()).await.unwrap();
+    let queue = topology::Layout::default()
+        .declare_task_queues(bus.as_ref(), JobKind::Edit, "default")
+        .await
+        .unwrap()
+        .remove(0);
     bus.publish(topology::JOBS_EXCHANGE, topology::SUBMIT_KEY, Message::new(id, job(id))).await.unwrap();
     let in_hand = bus.get(topology::SUBMIT_QUEUE).await.unwrap().expect("the submission");
     let cfg = SchedulerConfig { id: "s2".into(), ..Default::default() };
@@ -65,7 +75,7 @@ async fn takeover(id: &str, commit: bool) -> (u64, u64, u64) {
     // The predecessor dies: its unsettled delivery goes back, redelivered.
     drop(in_hand);
     let count = |label: &str| metrics.admissions.with_label_values(&[label]).get();
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if count("dispatched") + count("duplicate") > 0 {
             break;
         }
@@ -73,7 +83,13 @@ async fn takeover(id: &str, commit: bool) -> (u64, u64, u64) {
     }
     let out = (count("dispatched"), count("duplicate"), bus.depth(&queue).await.unwrap());
     stop.cancel();
+    rabbitmqctl(&["delete_vhost", &vhost]);
     out
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl on PATH");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,7 +114,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let bus = Arc::new(MemoryBus::new());
     let store = Arc::new(LocalStore::new(out.join("store"))?);
-    topology::declare_core(bus.as_ref()).await?;
+    topology::Layout::default().declare_core(bus.as_ref()).await?;
     bus.declare_queue(&QueueSpec::transient(DEMO_EVENTS_QUEUE)).await?;
     bus.bind(DEMO_EVENTS_QUEUE, topology::EVENTS_EXCHANGE, "job.#").await?;
     let mut events = bus.consume(DEMO_EVENTS_QUEUE, 256).await?;

@@ -23,9 +23,30 @@ use worker::{Worker, WorkerConfig};
 /// Where the broker is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
-    /// AMQP URL of RabbitMQ (the vhost is the path, `%2f` for `/`).
+    /// AMQP URL of RabbitMQ (the vhost is the path, `%2f` for `/`); for a cluster, every node's
+    /// URL, comma-separated (a lost connection moves to the next node).
     #[arg(long, env = "REELFORGE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp_url: String,
+    /// `classic` queues (one broker) or replicated `quorum` queues (a cluster; work queues split
+    /// into priority bands). Every scheduler, worker and submitter of a fleet must agree.
+    #[arg(long, env = "REELFORGE_QUEUE_TYPE", default_value = "classic")]
+    queue_type: topology::QueueType,
+}
+
+impl BrokerArgs {
+    fn layout(&self) -> topology::Layout {
+        topology::Layout::new(self.queue_type)
+    }
+
+    /// Connects as `name`; a quorum fleet publishes its atomic steps with confirms
+    /// ([`bus::amqp::Atomicity::Confirms`]).
+    async fn connect(&self, name: Option<&str>) -> anyhow::Result<AmqpBus> {
+        let atomicity = match self.queue_type {
+            topology::QueueType::Classic => bus::amqp::Atomicity::Transactions,
+            topology::QueueType::Quorum => bus::amqp::Atomicity::Confirms,
+        };
+        AmqpBus::connect_with(&self.amqp_url, name, atomicity).await.context("connecting to RabbitMQ")
+    }
 }
 
 /// `reelforge scheduler`.
@@ -99,7 +120,7 @@ pub struct WorkerArgs {
     profiles: Vec<String>,
     /// Job kinds served (comma-separated: edit, create).
     #[arg(long, env = "REELFORGE_KINDS", value_delimiter = ',', default_value = "edit,create")]
-    kinds: Vec<String>,
+    kinds: Vec<JobKind>,
     /// Tasks run at once (the work queues' prefetch).
     #[arg(long, env = "REELFORGE_CAPACITY", default_value_t = 1)]
     capacity: usize,
@@ -243,8 +264,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     // The user this replica publishes as: trusted for every tenant when submissions are bound.
     let own_user = bus::amqp::user_of(&args.broker.amqp_url).context("--amqp-url")?;
     let name = format!("reelforge scheduler {id}");
-    let bus: Arc<dyn Bus> =
-        Arc::new(AmqpBus::connect_named(&args.broker.amqp_url, Some(&name)).await.context("connecting to RabbitMQ")?);
+    let bus: Arc<dyn Bus> = Arc::new(args.broker.connect(Some(&name)).await?);
     let cfg = SchedulerConfig {
         id,
         allow_local_media: args.allow_local_media,
@@ -255,6 +275,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         tenant_binding: args.amqp_tenant_binding.then(|| scheduler::TenantBinding {
             trusted_users: args.trusted_amqp_users.iter().cloned().chain([own_user.clone()]).collect(),
         }),
+        layout: args.broker.layout(),
         retention: scheduler::Retention {
             finished: std::time::Duration::from_secs(args.job_retention_s),
             max_finished: args.max_finished_jobs,
@@ -280,6 +301,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         metrics: sched.metrics(),
         validation: ValidationContext { allow_local_media: cfg.allow_local_media },
         profiles: cfg.profiles.clone(),
+        layout: cfg.layout,
         ready: sched.ready_flag(),
         job_memory_bytes: cfg.job_memory_bytes,
         tokens,
@@ -303,18 +325,8 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let kinds = args
-        .kinds
-        .iter()
-        .map(|k| match k.as_str() {
-            "edit" => Ok(JobKind::Edit),
-            "create" => Ok(JobKind::Create),
-            other => bail!("unknown job kind {other:?} (edit, create)"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let name = format!("reelforge worker {}", args.id.as_deref().unwrap_or("(unnamed)"));
-    let bus: Arc<dyn Bus> =
-        Arc::new(AmqpBus::connect_named(&args.broker.amqp_url, Some(&name)).await.context("connecting to RabbitMQ")?);
+    let bus: Arc<dyn Bus> = Arc::new(args.broker.connect(Some(&name)).await?);
     let store: Arc<dyn Store> = match &args.s3_bucket {
         Some(bucket) => {
             let mut cfg = S3Config::new(bucket.clone());
@@ -329,13 +341,14 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let cfg = WorkerConfig {
         id: args.id.unwrap_or_else(|| default_id("worker")),
         profiles: args.profiles,
-        kinds,
+        kinds: args.kinds,
         capacity: args.capacity.max(1),
         scratch_dir: args.scratch_dir.unwrap_or_else(std::env::temp_dir),
         allow_local_media: args.allow_local_media,
         shared_input_buckets: args.shared_input_buckets,
         max_attempts: args.max_attempts.max(1),
         retry_delays_ms: args.retry_delays_ms,
+        layout: args.broker.layout(),
         heartbeat_interval: Duration::from_secs(args.heartbeat_s.max(1)),
         grace: Duration::from_secs(args.grace_s),
         exit_when_idle: args.exit_when_idle_s.map(Duration::from_secs),
@@ -382,8 +395,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let bus = AmqpBus::connect(&args.broker.amqp_url).await.context("connecting to RabbitMQ")?;
-    topology::declare_core(&bus).await?;
+    let bus = args.broker.connect(None).await?;
+    args.broker.layout().declare_core(&bus).await?;
     let mut feed = None;
     if args.wait {
         let owner = format!("submit-{}-{}", job.job_id(), std::process::id());

@@ -22,7 +22,7 @@ pub struct Embedded {
 /// `dir/store`.
 pub async fn start(dir: &Path, cfg: WorkerConfig) -> Embedded {
     let bus = Arc::new(MemoryBus::new());
-    topology::declare_core(bus.as_ref()).await.unwrap();
+    topology::Layout::default().declare_core(bus.as_ref()).await.unwrap();
     bus.declare_queue(&QueueSpec::durable("test.events")).await.unwrap();
     bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
     let events = bus.consume("test.events", 1000).await.unwrap();

@@ -1,6 +1,8 @@
 //! A fleet for integration tests: real `reelforge scheduler` and `reelforge worker` processes
 //! against the real RabbitMQ on 127.0.0.1:5672, each test in a vhost of its own so tests run in
 //! parallel without sharing queues. The vhost is deleted when the fleet is dropped.
+//! [`Fleet::cluster`] runs one on the 3-node cluster of deploy/scripts/rabbitmq-cluster.sh
+//! instead, with quorum queues.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -19,9 +21,36 @@ pub const GARAGE: &str = "http://127.0.0.1:3900";
 pub const GARAGE_KEY_ID: &str = "GK7265656c666f7267652d7465";
 pub const GARAGE_SECRET: &str = "7265656c666f7267652d746573742d7365637265742d6b65792d303030303031";
 
+/// The cluster's control script; node i listens on 127.0.0.1:570i.
+pub const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/scripts/rabbitmq-cluster.sh");
+
+/// How a fleet reaches `rabbitmqctl`: the single node's, or one cluster node's (through the
+/// cluster script, which knows its cookie).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    Single,
+    /// The cluster, through node i.
+    Cluster(u8),
+}
+
+impl Broker {
+    pub fn ctl(self, args: &[&str]) -> std::process::Output {
+        match self {
+            Broker::Single => Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl on PATH"),
+            Broker::Cluster(i) => {
+                Command::new("bash").arg(CLUSTER_SCRIPT).arg("ctl").arg(i.to_string()).args(args).output().unwrap()
+            }
+        }
+    }
+
+    fn must(self, args: &[&str]) {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl on PATH");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Broker::Single.must(args);
 }
 
 pub struct Fleet {
@@ -33,6 +62,10 @@ pub struct Fleet {
     pub seen: Vec<Event>,
     procs: HashMap<String, Child>,
     pub sample: PathBuf,
+    /// Where `rabbitmqctl` goes.
+    pub broker: Broker,
+    /// Environment every process of the fleet gets besides the defaults.
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -42,13 +75,43 @@ impl Fleet {
         rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
         let url = format!("{RABBIT}/{vhost}");
         let bus = AmqpBus::connect(&url).await.expect("RabbitMQ on 127.0.0.1:5672 (run deploy/scripts/test.sh)");
-        topology::declare_core(&bus).await.unwrap();
+        topology::Layout::default().declare_core(&bus).await.unwrap();
         let q = topology::declare_feed(&bus, "test", "events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
         let events = bus.consume(&q, 1000).await.unwrap();
+        Fleet::assemble(vhost, url, bus, events, Broker::Single, Vec::new())
+    }
+
+    /// A fleet on the 3-node cluster (started by `rabbitmq-cluster.sh start`) with quorum
+    /// queues. Its processes get every node's URL, node 1 first; the queues are declared through
+    /// node 1, so node 1 leads them all. The test itself follows events through node 3 only.
+    pub async fn cluster(name: &str) -> Fleet {
+        let vhost = format!("test-{name}-{}", std::process::id());
+        let broker = Broker::Cluster(1);
+        broker.must(&["add_vhost", &vhost]);
+        broker.must(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let node = |i: u8| format!("amqp://guest:guest@127.0.0.1:570{i}/{vhost}");
+        let layout = topology::Layout::new(topology::QueueType::Quorum);
+        let url = [node(1), node(2), node(3)].join(",");
+        let first = AmqpBus::connect(&url).await.expect("the cluster (deploy/scripts/rabbitmq-cluster.sh start)");
+        layout.declare_core(&first).await.unwrap();
+        let bus = AmqpBus::connect(&node(3)).await.unwrap();
+        let q = topology::declare_feed(&bus, "test", "events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
+        let events = bus.consume(&q, 1000).await.unwrap();
+        Fleet::assemble(vhost, url, bus, events, broker, vec![("REELFORGE_QUEUE_TYPE".into(), "quorum".into())])
+    }
+
+    fn assemble(
+        vhost: String,
+        url: String,
+        bus: AmqpBus,
+        events: Box<dyn Consumer>,
+        broker: Broker,
+        env: Vec<(String, String)>,
+    ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let sample = dir.path().join("sample.mp4");
         worker::samples::write_sample_video(&sample, 2.0, 10, 96, 64, 1).unwrap();
-        Fleet { vhost, url, dir, bus, events, seen: Vec::new(), procs: HashMap::new(), sample }
+        Fleet { vhost, url, dir, bus, events, seen: Vec::new(), procs: HashMap::new(), sample, broker, env }
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) {
@@ -62,6 +125,7 @@ impl Fleet {
             .env("AWS_ACCESS_KEY_ID", GARAGE_KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", GARAGE_SECRET)
             .env("AWS_REGION", "garage")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -300,17 +364,14 @@ impl Fleet {
     /// `rabbitmqctl close_connection` does when an operator or a network drops one; returns
     /// how many it closed.
     pub fn close_connections_of(&self, name: &str) -> usize {
-        let out = Command::new("rabbitmqctl")
-            .args(["-q", "list_connections", "--no-table-headers", "pid", "vhost", "client_properties"])
-            .output()
-            .expect("rabbitmqctl on PATH");
+        let out = self.broker.ctl(&["list_connections", "--no-table-headers", "pid", "vhost", "client_properties"]);
         let listing = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut closed = 0;
         for line in listing.lines() {
             let mut cols = line.splitn(3, '\t');
             let (Some(pid), Some(vhost), Some(props)) = (cols.next(), cols.next(), cols.next()) else { continue };
             if vhost == self.vhost && props.contains(&format!("{name}\"")) && props.contains("reelforge ") {
-                rabbitmqctl(&["close_connection", pid, "closed by the test"]);
+                self.broker.must(&["close_connection", pid, "closed by the test"]);
                 closed += 1;
             }
         }
@@ -332,7 +393,10 @@ impl Drop for Fleet {
                 }
             }
         }
-        let _ = Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.vhost]).output();
+        // REELFORGE_TEST_KEEP_VHOST=1 keeps a failed test's queues for a look with rabbitmqctl.
+        if !(std::thread::panicking() && std::env::var_os("REELFORGE_TEST_KEEP_VHOST").is_some()) {
+            let _ = self.broker.ctl(&["delete_vhost", &self.vhost]);
+        }
     }
 }
 

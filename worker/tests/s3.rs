@@ -1,15 +1,16 @@
 //! The S3 store against a real S3 server: the single-node garage that `deploy/scripts/test.sh`
 //! starts on 127.0.0.1:3900 with fixed test credentials (override with `REELFORGE_TEST_S3_*`).
 //! Every test makes its own bucket, so they run in parallel. Outages are made with a TCP proxy
-//! in front of the server that the test cuts and heals, so the shared server stays up.
+//! in front of the server that the test cuts and heals, so the shared server stays up. The
+//! worker tests run the worker over the real RabbitMQ on 127.0.0.1:5672, a vhost each.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials};
-use bus::memory::MemoryBus;
-use bus::{Bus, Consumer, Message, QueueSpec, topology};
+use bus::amqp::AmqpBus;
+use bus::{Bus, Consumer, Message, topology};
 use protocol::{
     Event, EventBody, Job, JobKind, JobResult, JobStatus, MediaLocation, Task, TenantId, ValidationContext,
 };
@@ -431,10 +432,12 @@ async fn server_gone_mid_upload_is_a_transient_error_and_no_object() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The worker over S3: manifest last, the retry ladder on outage
+// The worker over S3 and RabbitMQ (127.0.0.1:5672, a vhost per fleet): manifest last, the retry
+// ladder on outage
 
 struct Fleet {
-    bus: Arc<MemoryBus>,
+    bus: Arc<AmqpBus>,
+    vhost: String,
     events: Box<dyn Consumer>,
     stop: CancellationToken,
     /// `retrying` events seen so far.
@@ -449,11 +452,16 @@ impl Fleet {
 
     async fn start_with(store: S3Store, configure: impl FnOnce(&mut WorkerConfig)) -> Fleet {
         let scratch = tempfile::tempdir().unwrap();
-        let bus = Arc::new(MemoryBus::new());
-        topology::declare_core(bus.as_ref()).await.unwrap();
-        bus.declare_queue(&QueueSpec::durable("test.events")).await.unwrap();
-        bus.bind("test.events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
-        let events = bus.consume("test.events", 1000).await.unwrap();
+        let vhost = unique("test-s3-worker");
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+        let bus =
+            Arc::new(AmqpBus::connect(&url).await.expect("RabbitMQ on 127.0.0.1:5672 (run deploy/scripts/test.sh)"));
+        topology::Layout::default().declare_core(bus.as_ref()).await.unwrap();
+        let feed =
+            topology::declare_feed(bus.as_ref(), "test", "events", topology::EVENTS_EXCHANGE, "job.#").await.unwrap();
+        let events = bus.consume(&feed, 1000).await.unwrap();
         let stop = CancellationToken::new();
         let mut cfg = WorkerConfig {
             id: "s3-worker".into(),
@@ -463,12 +471,16 @@ impl Fleet {
         };
         configure(&mut cfg);
         tokio::spawn(Worker::new(bus.clone(), Arc::new(store), cfg).run(stop.clone()));
-        Fleet { bus, events, stop, retries: 0, _scratch: scratch }
+        Fleet { bus, vhost, events, stop, retries: 0, _scratch: scratch }
     }
 
     async fn submit(&self, job: serde_json::Value) {
         let job = Job::from_json(job.to_string().as_bytes(), &ValidationContext { allow_local_media: false }).unwrap();
-        let queue = topology::declare_task_queue(self.bus.as_ref(), job.kind(), job.profile()).await.unwrap();
+        let queue = topology::Layout::default()
+            .declare_task_queues(self.bus.as_ref(), job.kind(), job.profile())
+            .await
+            .unwrap()
+            .remove(0);
         let id = job.job_id().to_string();
         let body = serde_json::to_vec(&Task::first(job)).unwrap();
         self.bus.publish("", &queue, Message::new(id, body)).await.unwrap();
@@ -493,7 +505,13 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop.cancel();
+        let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.vhost]).output();
     }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl on PATH");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Uploads a small generated video as `t1/in/{name}` and returns its `s3://` URI.

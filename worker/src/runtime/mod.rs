@@ -56,6 +56,8 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// Delays of the retry ladder's rungs, in milliseconds, shortest first.
     pub retry_delays_ms: Vec<u32>,
+    /// Classic or quorum queues (every role of the fleet must agree).
+    pub layout: topology::Layout,
     /// Seconds between heartbeats.
     pub heartbeat_interval: Duration,
     /// How long running tasks may take to finish after a shutdown request.
@@ -104,6 +106,7 @@ impl Default for WorkerConfig {
             limits: MediaLimits::default(),
             max_attempts: 3,
             retry_delays_ms: vec![1_000, 5_000, 30_000],
+            layout: topology::Layout::default(),
             heartbeat_interval: Duration::from_secs(5),
             grace: Duration::from_secs(30),
             exit_when_idle: None,
@@ -266,12 +269,44 @@ impl Worker {
         }
     }
 
-    /// Declares its queues and consumes until `shutdown` is cancelled (or it has been idle for
-    /// `exit_when_idle`); then drains as described in the module docs.
+    /// Declares the work queues of every kind and profile served and consumes them, until
+    /// `stop`: one channel per priority band, highest first (a classic fleet has one band, its
+    /// queues ordered by AMQP priority). Each queue's prefetch is the worker's capacity.
+    async fn consume_work(&self, stop: &CancellationToken) -> Result<Vec<mpsc::Receiver<Delivery>>, WorkerError> {
+        let layout = self.cfg.layout;
+        let prefetch = u16::try_from(self.cfg.capacity).unwrap_or(u16::MAX);
+        let mut senders: Vec<mpsc::Sender<Delivery>> = Vec::new();
+        let mut bands = Vec::new();
+        for kind in &self.cfg.kinds {
+            for profile in &self.cfg.profiles {
+                let queues = layout.declare_task_queues(self.bus.as_ref(), *kind, profile).await?;
+                for (band, queue) in queues.into_iter().enumerate() {
+                    if band == senders.len() {
+                        let (tx, rx) = mpsc::channel::<Delivery>(self.cfg.capacity.max(1));
+                        senders.push(tx);
+                        bands.push(rx);
+                    }
+                    let consumer = self.bus.consume(&queue, prefetch).await?;
+                    tokio::spawn(forward(queue, consumer, senders[band].clone(), stop.clone()));
+                }
+            }
+        }
+        Ok(bands)
+    }
+
+    /// Loads the models, declares its queues and consumes until `shutdown` is cancelled (or it
+    /// has been idle for `exit_when_idle`); then drains as described in the module docs.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let compute = kernels::select(self.cfg.device)?;
         info!(device = %compute.label, detail = %compute.detail, "compute device");
         self.compute = Some(compute.clone());
+        let models = self.load_models(&compute)?;
+        self.serve(compute, models, shutdown).await
+    }
+
+    /// Loads what the config names (MCVD, CLIP, the safety filter, C2PA credentials, SD) onto
+    /// `compute`; returns the models' names for heartbeats.
+    fn load_models(&mut self, compute: &kernels::Selected) -> Result<Vec<String>, WorkerError> {
         let mut models = vec!["baseline".to_owned()];
         if let Some(dir) = &self.cfg.mcvd {
             let encode = self.create.encode.clone();
@@ -293,8 +328,8 @@ impl Worker {
             let clip = crate::models::clip::Clip::load_as(dir, &compute.device, dtype)
                 .map_err(|source| WorkerError::Clip { dir: dir.clone(), source })?;
             self.metrics.model_load.with_label_values(&["clip"]).observe(t.elapsed().as_secs_f64());
-            info!(model = %dir.display(), dim = clip.dim(), dtype = ?clip.dtype(), "editor: CLIP loaded");
-            models.push(format!("clip:{}", dir.display()));
+            info!(model = %dir.display(), id = %clip.id, dim = clip.dim(), dtype = ?clip.dtype(), "editor: CLIP loaded");
+            models.push(format!("clip:{}", clip.id));
             let clip = Arc::new(clip);
             let metrics = self.metrics.clone();
             let observe: crate::batching::ObserveFn =
@@ -322,43 +357,25 @@ impl Worker {
             models.push(format!("sd:{}", dir.display()));
             self.edit.sd = Some(sd);
         }
+        Ok(models)
+    }
+
+    /// Declares the queues, consumes work, heartbeats and commits until `shutdown`; then drains.
+    async fn serve(
+        mut self,
+        compute: kernels::Selected,
+        models: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> Result<(), WorkerError> {
         let bus = self.bus.clone();
-        topology::declare_core(bus.as_ref()).await?;
-        self.rungs = topology::declare_retry_ladder(bus.as_ref(), &self.cfg.retry_delays_ms).await?;
+        let layout = self.cfg.layout;
+        layout.declare_core(bus.as_ref()).await?;
+        self.rungs = layout.declare_retry_ladder(bus.as_ref(), &self.cfg.retry_delays_ms).await?;
         let control_q =
             topology::declare_feed(bus.as_ref(), &self.cfg.id, "control", topology::CONTROL_EXCHANGE, "").await?;
         let mut control = bus.consume(&control_q, 64).await?;
         let stop_consuming = CancellationToken::new();
-        let prefetch = u16::try_from(self.cfg.capacity).unwrap_or(u16::MAX);
-        let (tx, mut rx) = mpsc::channel::<Delivery>(self.cfg.capacity.max(1));
-        for kind in &self.cfg.kinds {
-            for profile in &self.cfg.profiles {
-                let queue = topology::declare_task_queue(bus.as_ref(), *kind, profile).await?;
-                let mut consumer = bus.consume(&queue, prefetch).await?;
-                let (tx, stop) = (tx.clone(), stop_consuming.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let next = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            next = consumer.next() => next,
-                        };
-                        match next {
-                            Some(Ok(d)) => {
-                                if tx.send(d).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Some(Err(e)) => {
-                                warn!(%queue, error = %e, "consume failed");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                            None => break,
-                        }
-                    }
-                });
-            }
-        }
-        drop(tx);
+        let mut bands = self.consume_work(&stop_consuming).await?;
         self.consuming.store(true, Ordering::Relaxed);
         let gpu_polling = self.metrics.has_gpu().then(|| {
             let (metrics, every) = (self.metrics.clone(), self.cfg.heartbeat_interval);
@@ -400,12 +417,17 @@ impl Worker {
         let mut last_activity = Instant::now();
         let mut idle_check = tokio::time::interval(Duration::from_millis(250));
         loop {
+            // A free slot first, then the delivery of the highest band in hand: priority holds
+            // among what this worker has prefetched, whatever the queue type.
+            let next = async {
+                let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+                next_by_band(&mut bands).await.map(|d| (permit, d))
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                d = rx.recv() => {
-                    let Some(d) = d else { break };
+                d = next => {
+                    let Some((permit, d)) = d else { break };
                     last_activity = Instant::now();
-                    let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
                     let this = this.clone();
                     running.spawn(async move {
                         this.handle(d).await;
@@ -437,7 +459,7 @@ impl Worker {
         // Stop taking work; deliveries not started go back to their queues when dropped.
         stop_consuming.cancel();
         this.consuming.store(false, Ordering::Relaxed);
-        drop(rx);
+        drop(bands);
         let grace = tokio::time::sleep(this.cfg.grace);
         tokio::pin!(grace);
         loop {
@@ -464,5 +486,49 @@ impl Worker {
         }
         info!(worker = %this.cfg.id, "worker stopped");
         Ok(())
+    }
+}
+
+/// The next delivery, from the first band (the highest priority) that has one ready; `None`
+/// once every band's consumers are gone.
+async fn next_by_band(bands: &mut [mpsc::Receiver<Delivery>]) -> Option<Delivery> {
+    std::future::poll_fn(|cx| {
+        let mut open = false;
+        for rx in bands.iter_mut() {
+            match rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(d)) => return std::task::Poll::Ready(Some(d)),
+                std::task::Poll::Ready(None) => {}
+                std::task::Poll::Pending => open = true,
+            }
+        }
+        if open { std::task::Poll::Pending } else { std::task::Poll::Ready(None) }
+    })
+    .await
+}
+
+/// Hands `queue`'s deliveries to the worker loop until `stop` or the loop is gone.
+async fn forward(
+    queue: String,
+    mut consumer: Box<dyn bus::Consumer>,
+    tx: mpsc::Sender<Delivery>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(d)) => {
+                if tx.send(d).await.is_err() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                warn!(%queue, error = %e, "consume failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => break,
+        }
     }
 }

@@ -48,8 +48,21 @@ use crate::watermark::{Generator, Payload, Watermarker};
 /// How often a running task checks that its delivery is still its own.
 pub const LIVENESS_CHECK: Duration = Duration::from_millis(200);
 
-/// The header a dead-lettered task carries its attempt count in.
-pub const ATTEMPTS_HEADER: &str = "x-reelforge-attempts";
+/// What a job's outputs are marked with: who made them, the watermark payload, provenance.
+struct Marks {
+    generator: Generator,
+    payload: Payload,
+    provenance: Provenance,
+}
+
+/// A job's fetched inputs, in scratch.
+#[derive(Default)]
+struct Inputs {
+    /// The source (edit) or conditioning (create) media, in the job's order.
+    media: Vec<std::path::PathBuf>,
+    /// The guidance's history media (edit).
+    history: Vec<HistoryMedia>,
+}
 
 /// How one attempt ended, before its result is committed.
 enum Attempt {
@@ -236,7 +249,7 @@ impl Worker {
             warn!(attempts = task.attempt, "attempts exhausted; dead-lettering: {why}");
             let mut msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"));
             msg.headers.insert(topology::REASON_HEADER.into(), why.clone());
-            msg.headers.insert(ATTEMPTS_HEADER.into(), task.attempt.to_string());
+            msg.headers.insert(topology::ATTEMPTS_HEADER.into(), task.attempt.to_string());
             let message = format!("failed {} attempts; last: {why}", task.attempt);
             let mut r = self.failure(&job, JobStatus::Failed, ErrorCode::RetriesExhausted, message);
             r.attempt = task.attempt;
@@ -249,7 +262,7 @@ impl Worker {
         let rung = &self.rungs[(task.attempt as usize).saturating_sub(1).min(self.rungs.len() - 1)];
         task.attempt += 1;
         task.dispatched_at = Utc::now();
-        let queue = topology::task_queue(job.kind(), job.profile());
+        let queue = self.cfg.layout.task_queue(job.kind(), job.profile(), job.priority());
         let msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"))
             .with_priority(job.priority());
         let event = self.state_event(&job, JobState::Retrying, Some(why.clone()));
@@ -266,7 +279,7 @@ impl Worker {
     /// by shutdown is not the job's failure), acking the delivery in the same transaction.
     async fn put_back(&self, task: Task, acker: Box<dyn Acker>, why: &str) {
         let job = &task.job;
-        let queue = topology::task_queue(job.kind(), job.profile());
+        let queue = self.cfg.layout.task_queue(job.kind(), job.profile(), job.priority());
         let msg = Message::new(job.job_id().to_string(), serde_json::to_vec(&task).expect("tasks serialise"))
             .with_priority(job.priority());
         match acker.ack_with(vec![(String::new(), queue.clone(), msg)]).await {
@@ -279,7 +292,8 @@ impl Worker {
     }
 
     /// Runs the pipeline and uploads its artifacts; the result is not yet committed.
-    /// Outputs go under `exec/` in the job's folder.
+    /// Outputs go under `exec/` in the job's folder. The steps: set up the job's context, fetch
+    /// its inputs, run the pipeline (off the async threads), upload.
     async fn execute(
         &self,
         task: &Task,
@@ -287,7 +301,7 @@ impl Worker {
         exec: &str,
         inputs_seen: &mut Vec<(std::path::PathBuf, String)>,
     ) -> Result<JobResult, PipelineError> {
-        let job = task.job.clone();
+        let job = &task.job;
         if self.cfg.noop_pipeline {
             let mut r =
                 JobResult::new(job.job_id().clone(), job.tenant().clone(), Some(job.kind()), JobStatus::Succeeded);
@@ -296,98 +310,18 @@ impl Worker {
         }
         std::fs::create_dir_all(&self.cfg.scratch_dir)?;
         let scratch = tempfile::Builder::new().prefix("reelforge-").tempdir_in(&self.cfg.scratch_dir)?;
-        let progress = Arc::new(EventProgress::new(self.bus.clone(), &job, &self.cfg.id));
-        let mut ctx = JobContext::new(scratch.path().to_owned(), self.cfg.limits.clone(), progress, flags.cancel);
-        ctx.interrupt = flags.interrupt;
-        ctx.deadline = job.deadline();
-        let generator = match &job {
-            Job::Edit(_) => Generator::EDITOR,
-            Job::Create(_) if self.create.mcvd.is_some() => Generator::CREATOR_MCVD,
-            Job::Create(_) => Generator::CREATOR_BASELINE,
-        };
-        let payload = Payload::for_job(&self.cfg.watermark_key, &job.tenant().0, &job.job_id().0, generator);
-        let provenance = Provenance::new(generator, payload);
-        ctx.watermark = Some(Arc::new(Watermarker::new(&self.cfg.watermark_key, payload)));
-        ctx.provenance = provenance.mp4_tags();
+        let (ctx, marks) = self.context(job, flags, scratch.path());
         let t0 = std::time::Instant::now();
-        let mut fetched = Vec::new();
-        let mut history = Vec::new();
-        for (path, uri, history_index) in inputs(&job) {
-            let loc =
-                uri.parse(&path, self.cfg.allow_local_media).map_err(|e| PipelineError::BadGuidance(e.to_string()))?;
-            match (&loc, self.store.local_root()) {
-                (MediaLocation::Local(p), Some(root)) => check_local_input_access(job.tenant(), p, root)?,
-                (MediaLocation::Local(_), None) => {}
-                _ => check_input_access(job.tenant(), &loc, &self.cfg.shared_input_buckets)?,
-            }
-            let file = self.store.fetch(&loc, scratch.path(), self.cfg.limits.max_file_bytes).await?;
-            inputs_seen.push((file.clone(), uri.0.clone()));
-            match history_index {
-                Some(index) => history.push(HistoryMedia { index, path: file }),
-                None => fetched.push(file),
-            }
-        }
+        let inputs = self.fetch_inputs(job, scratch.path(), inputs_seen).await?;
         let download = StageTiming { stage: Stage::Download, ms: t0.elapsed().as_secs_f64() * 1e3 };
-        let (edit, create, safety) = (self.edit.clone(), self.create.clone(), self.safety.clone());
-        let credentials = self.credentials.clone();
-        let (output, ctx) = tokio::task::spawn_blocking(move || {
-            let out = match &job {
-                Job::Edit(e) => edit.run(e, &fetched[0], &history, &mut ctx),
-                Job::Create(c) => create.run(c, fetched.first().map(|p| p.as_path()), &mut ctx),
-            };
-            let out = out.and_then(|o| match &safety {
-                Some(filter) => SafetyCheck::run(filter, o, &mut ctx),
-                None => Ok((o, Vec::new())),
-            });
-            let out = out.and_then(|(o, withheld)| {
-                if let Some(c) = &credentials {
-                    ctx.stage(Stage::Check, |_| {
-                        for a in &o.artifacts {
-                            // Wholly synthetic: the creator's outputs and generated thumbnails.
-                            let generated = matches!(job, Job::Create(_))
-                                || a.name == crate::pipeline::thumbnail::GENERATED_THUMBNAIL;
-                            c.attach(a, &generator.name(), generated, Some(&payload.hex()))
-                                .map_err(|e| PipelineError::Provenance(e.to_string()))?;
-                        }
-                        Ok(())
-                    })?;
-                }
-                Ok((o, withheld))
-            });
-            (out, ctx)
-        })
-        .await
-        .map_err(|e| PipelineError::Io(std::io::Error::other(format!("pipeline thread panicked: {e}"))))?;
+        let (output, ctx) = self.run_pipeline(job.clone(), inputs, ctx, (marks.generator, marks.payload)).await?;
         if let Some(why) = ctx.check().err() {
             // Stopped while the pipeline ran (shutdown, a lost delivery): upload nothing.
             return Err(why);
         }
         let (PipelineOutput { artifacts, models }, withheld) = output?;
         let t1 = std::time::Instant::now();
-        let job = &task.job;
-        let mut outputs = Vec::with_capacity(artifacts.len());
-        for (i, a) in artifacts.iter().enumerate() {
-            ctx.check()?;
-            let key = output_key(job.tenant(), job.job_id(), &format!("{exec}/{}", a.name))?;
-            let mut meta = ObjectMeta { content_type: a.content_type.into(), ..Default::default() };
-            meta.entries.extend(provenance.object_metadata());
-            meta.entries.insert("job-id".into(), job.job_id().to_string());
-            meta.entries.insert("models".into(), models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(","));
-            let stored = self.store.put_file(&key, &a.path, &meta).await?;
-            ctx.progress.progress(Stage::Upload, i as u64 + 1, artifacts.len() as u64);
-            outputs.push(Output {
-                kind: a.kind,
-                uri: stored.uri,
-                content_type: a.content_type.into(),
-                bytes: stored.bytes,
-                sha256: stored.sha256,
-                start_s: a.start_s,
-                end_s: a.end_s,
-                duration_s: a.duration_s,
-                score: a.score,
-                watermark: Some(payload.hex()),
-            });
-        }
+        let outputs = self.upload(job, exec, &artifacts, &models, &marks, &ctx).await?;
         let mut timings = vec![download];
         timings.extend_from_slice(ctx.timings());
         timings.push(StageTiming { stage: Stage::Upload, ms: t1.elapsed().as_secs_f64() * 1e3 });
@@ -406,6 +340,133 @@ impl Worker {
             worker: Some(self.cfg.id.clone()),
             finished_at: Utc::now(),
         })
+    }
+
+    /// The job's context in `scratch` (limits, progress, cancellation, deadline, watermark and
+    /// provenance) and the marks its outputs carry.
+    fn context(&self, job: &Job, flags: super::control::TaskFlags, scratch: &std::path::Path) -> (JobContext, Marks) {
+        let progress = Arc::new(EventProgress::new(self.bus.clone(), job, &self.cfg.id));
+        let mut ctx = JobContext::new(scratch.to_owned(), self.cfg.limits.clone(), progress, flags.cancel);
+        ctx.interrupt = flags.interrupt;
+        ctx.deadline = job.deadline();
+        let generator = match job {
+            Job::Edit(_) => Generator::EDITOR,
+            Job::Create(_) if self.create.mcvd.is_some() => Generator::CREATOR_MCVD,
+            Job::Create(_) => Generator::CREATOR_BASELINE,
+        };
+        let payload = Payload::for_job(&self.cfg.watermark_key, &job.tenant().0, &job.job_id().0, generator);
+        let provenance = Provenance::new(generator, payload);
+        ctx.watermark = Some(Arc::new(Watermarker::new(&self.cfg.watermark_key, payload)));
+        ctx.provenance = provenance.mp4_tags();
+        (ctx, Marks { generator, payload, provenance })
+    }
+
+    /// Checks access to and fetches the job's inputs into `scratch`; each fetched file is also
+    /// noted in `seen` (so failure messages can name inputs instead of scratch paths).
+    async fn fetch_inputs(
+        &self,
+        job: &Job,
+        scratch: &std::path::Path,
+        seen: &mut Vec<(std::path::PathBuf, String)>,
+    ) -> Result<Inputs, PipelineError> {
+        let mut fetched = Inputs::default();
+        for (path, uri, history_index) in inputs(job) {
+            let loc =
+                uri.parse(&path, self.cfg.allow_local_media).map_err(|e| PipelineError::BadGuidance(e.to_string()))?;
+            match (&loc, self.store.local_root()) {
+                (MediaLocation::Local(p), Some(root)) => check_local_input_access(job.tenant(), p, root)?,
+                (MediaLocation::Local(_), None) => {}
+                _ => check_input_access(job.tenant(), &loc, &self.cfg.shared_input_buckets)?,
+            }
+            let file = self.store.fetch(&loc, scratch, self.cfg.limits.max_file_bytes).await?;
+            seen.push((file.clone(), uri.0.clone()));
+            match history_index {
+                Some(index) => fetched.history.push(HistoryMedia { index, path: file }),
+                None => fetched.media.push(file),
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Runs the job's pipeline, then the safety filter and content credentials, on a blocking
+    /// thread inside the task's span; hands back the outcome and the context. A pipeline that
+    /// panics is an internal error of this job, not of the worker.
+    async fn run_pipeline(
+        &self,
+        job: Job,
+        inputs: Inputs,
+        mut ctx: JobContext,
+        (generator, payload): (Generator, Payload),
+    ) -> Result<(Result<(PipelineOutput, Vec<protocol::Withheld>), PipelineError>, JobContext), PipelineError> {
+        let (edit, create, safety) = (self.edit.clone(), self.create.clone(), self.safety.clone());
+        let credentials = self.credentials.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let out = match &job {
+                Job::Edit(e) => edit.run(e, &inputs.media[0], &inputs.history, &mut ctx),
+                Job::Create(c) => create.run(c, inputs.media.first().map(|p| p.as_path()), &mut ctx),
+            };
+            let out = out.and_then(|o| match &safety {
+                Some(filter) => SafetyCheck::run(filter, o, &mut ctx),
+                None => Ok((o, Vec::new())),
+            });
+            let out = out.and_then(|(o, withheld)| {
+                if let Some(c) = &credentials {
+                    ctx.stage(Stage::Check, |_| {
+                        for a in &o.artifacts {
+                            // Wholly synthetic: the creator's outputs and generated thumbnails.
+                            let generated = matches!(job, Job::Create(_))
+                                || a.name == crate::pipeline::thumbnail::GENERATED_THUMBNAIL;
+                            c.attach(a, &generator.name(), generated, Some(&payload.hex()))
+                                .map_err(PipelineError::Provenance)?;
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok((o, withheld))
+            });
+            (out, ctx)
+        })
+        .await
+        .map_err(|e| PipelineError::Panicked(e.to_string()))
+    }
+
+    /// Uploads the artifacts under `exec/` in the job's folder, each with the job's provenance
+    /// metadata; returns them as the result's outputs.
+    async fn upload(
+        &self,
+        job: &Job,
+        exec: &str,
+        artifacts: &[crate::pipeline::Artifact],
+        models: &[protocol::ModelUse],
+        marks: &Marks,
+        ctx: &JobContext,
+    ) -> Result<Vec<Output>, PipelineError> {
+        let mut outputs = Vec::with_capacity(artifacts.len());
+        for (i, a) in artifacts.iter().enumerate() {
+            ctx.check()?;
+            let key = output_key(job.tenant(), job.job_id(), &format!("{exec}/{}", a.name))?;
+            let mut meta = ObjectMeta { content_type: a.content_type.into(), ..Default::default() };
+            meta.entries.extend(marks.provenance.object_metadata());
+            meta.entries.insert("job-id".into(), job.job_id().to_string());
+            meta.entries.insert("models".into(), models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(","));
+            let stored = self.store.put_file(&key, &a.path, &meta).await?;
+            ctx.progress.progress(Stage::Upload, i as u64 + 1, artifacts.len() as u64);
+            outputs.push(Output {
+                kind: a.kind,
+                uri: stored.uri,
+                content_type: a.content_type.into(),
+                bytes: stored.bytes,
+                sha256: stored.sha256,
+                start_s: a.start_s,
+                end_s: a.end_s,
+                duration_s: a.duration_s,
+                score: a.score,
+                watermark: Some(marks.payload.hex()),
+            });
+        }
+        Ok(outputs)
     }
 
     fn failure(&self, job: &Job, status: JobStatus, code: ErrorCode, msg: impl Into<String>) -> JobResult {
