@@ -15,8 +15,8 @@
 //! broker restart SIGKILLs the RabbitMQ node leading every queue, the S3 restart a garage node,
 //! each started again 10 s later.
 //!
-//! `cargo bench --bench soak -- [JOBS] [RATE]` (defaults 10000 jobs, 200 jobs/s). Exits
-//! non-zero when a job is lost or committed twice.
+//! `cargo bench --bench soak -- [JOBS] [RATE]` (defaults 10000 jobs, 200 jobs/s; `SOAK_KEEP=1`
+//! keeps the processes' logs). Exits non-zero when a job is lost or committed twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -241,7 +241,12 @@ async fn main() -> ExitCode {
         .send()
         .await
         .expect("garage (deploy/scripts/test.sh or garage-cluster.sh start)");
-    let dir = tempfile::Builder::new().prefix("reelforge-soak-").tempdir().unwrap();
+    let mut dir = tempfile::Builder::new().prefix("reelforge-soak-").tempdir().unwrap();
+    // SOAK_KEEP=1 keeps the processes' logs (the temp dir) for a look at what went wrong.
+    if std::env::var_os("SOAK_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("logs kept in {}", dir.path().display());
+    }
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let env = vec![
