@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use bus::amqp::AmqpBus;
 use bus::{Bus, Message, topology};
 use protocol::{Event, EventBody};
+use worker::storage::Store;
+use worker::storage::s3::{S3Config, S3Store};
 
 const GARAGE_KEY_ID: &str = "GK7265656c666f7267652d7465";
 const GARAGE_SECRET: &str = "7265656c666f7267652d746573742d7365637265742d6b65792d303030303031";
@@ -138,15 +140,15 @@ fn script(name: &str, args: &[&str]) {
     assert!(out.status.success(), "{name} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+/// The worker's own S3 store on `bucket` at `endpoint`, with the test key.
+async fn garage_store(bucket: &str, endpoint: &str) -> S3Store {
+    let mut cfg = S3Config::new(bucket);
+    cfg.endpoint = Some(endpoint.into());
+    cfg.region = Some("garage".into());
+    cfg.force_path_style = true;
     let creds = aws_sdk_s3::config::Credentials::new(GARAGE_KEY_ID, GARAGE_SECRET, None, None, "soak");
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .credentials_provider(creds)
-        .region(aws_sdk_s3::config::Region::new("garage"))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build())
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(creds);
+    S3Store::connect_with(cfg, loader).await.expect("garage (deploy/scripts/test.sh or garage-cluster.sh start)")
 }
 
 /// The soak's processes by name, each restartable with the arguments it was started with.
@@ -207,18 +209,15 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 /// Committed jobs (those with a `result.json`) and attempt markers per job, from the bucket
 /// (keys `{tenant}/{job}/result.json` and `{tenant}/{job}/attempt-{n}.json`). `None` while S3
 /// does not answer.
-async fn scan(s3: &aws_sdk_s3::Client, bucket: &str) -> Option<(usize, HashMap<String, usize>)> {
+async fn scan(s3: &S3Store) -> Option<(usize, HashMap<String, usize>)> {
     let (mut committed, mut markers) = (0, HashMap::new());
-    let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        for o in page.ok()?.contents() {
-            let parts: Vec<&str> = o.key().unwrap_or_default().split('/').collect();
-            let [_, job, name] = parts[..] else { continue };
-            if name == "result.json" {
-                committed += 1;
-            } else if name.starts_with("attempt-") && name.ends_with(".json") {
-                *markers.entry(job.to_owned()).or_default() += 1;
-            }
+    for key in s3.list("").await.ok()? {
+        let parts: Vec<&str> = key.split('/').collect();
+        let [_, job, name] = parts[..] else { continue };
+        if name == "result.json" {
+            committed += 1;
+        } else if name.starts_with("attempt-") && name.ends_with(".json") {
+            *markers.entry(job.to_owned()).or_default() += 1;
         }
     }
     Some((committed, markers))
@@ -235,8 +234,9 @@ async fn main() -> ExitCode {
     site.rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     let url = site.roles_url(&vhost);
     let bucket = format!("soak-{}", std::process::id());
-    let s3 = s3_client(site.s3_endpoint()).await;
-    s3.create_bucket()
+    let s3 = garage_store(&bucket, site.s3_endpoint()).await;
+    s3.client()
+        .create_bucket()
         .bucket(&bucket)
         .send()
         .await
@@ -407,7 +407,7 @@ async fn main() -> ExitCode {
     let (mut progress_at, mut last) = (Instant::now(), committed);
     while committed < jobs && progress_at.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Some(scanned) = scan(&s3, &bucket).await {
+        if let Some(scanned) = scan(&s3).await {
             (committed, markers) = scanned;
         }
         if committed > last {

@@ -13,14 +13,22 @@ use std::time::Duration;
 use bus::{Bus, Message, topology};
 use protocol::{EventBody, JobResult, JobStatus};
 use serde_json::json;
-use support::{Broker, CLUSTER_SCRIPT, Fleet};
+use support::{Broker, Fleet};
+use worker::storage::Store;
+use worker::storage::s3::S3Store;
 
 /// How long the killed broker node stays down.
 const DOWN_S: u64 = 10;
 
-fn cluster(args: &[&str]) {
-    let out = std::process::Command::new("bash").arg(CLUSTER_SCRIPT).args(args).output().unwrap();
-    assert!(out.status.success(), "rabbitmq-cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// Runs one of the cluster scripts in deploy/scripts (`rabbitmq-cluster.sh`, `garage-cluster.sh`).
+fn script(name: &str, args: &[&str]) -> std::process::Output {
+    let path = format!("{}/deploy/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::process::Command::new("bash").arg(path).args(args).output().unwrap()
+}
+
+fn must(name: &str, args: &[&str]) {
+    let out = script(name, args);
+    assert!(out.status.success(), "{name} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Starts a killed node again when dropped (also when the test fails, so the next run finds
@@ -29,8 +37,7 @@ struct Restart(&'static str, &'static str);
 
 impl Drop for Restart {
     fn drop(&mut self) {
-        let script = format!("{}/deploy/scripts/{}", env!("CARGO_MANIFEST_DIR"), self.0);
-        let _ = std::process::Command::new("bash").arg(script).args(["start-node", self.1]).output();
+        let _ = script(self.0, &["start-node", self.1]);
     }
 }
 
@@ -103,7 +110,7 @@ async fn killing_the_node_that_leads_every_queue_loses_and_repeats_no_job() {
         let q = format!("reelforge.tasks.edit.default.{band}");
         assert_eq!(led.get(&q).map(String::as_str), Some("rf1@localhost"), "{q}: {led:?}");
     }
-    cluster(&["kill", "1"]);
+    must("rabbitmq-cluster.sh", &["kill", "1"]);
     let node1_back = Restart("rabbitmq-cluster.sh", "1");
     f.broker = Broker::Cluster(2);
     for i in 12..ids.len() {
@@ -146,46 +153,37 @@ async fn killing_the_node_that_leads_every_queue_loses_and_repeats_no_job() {
     assert_eq!(f.bus.depth(topology::DEAD_LETTER_QUEUE).await.unwrap(), 0);
 }
 
-/// The 3-node garage cluster's control script (node i serves S3 on 127.0.0.1:39i1).
-const GARAGE_CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/scripts/garage-cluster.sh");
-
-fn garage_cluster(args: &[&str]) {
-    let out = std::process::Command::new("bash").arg(GARAGE_CLUSTER).args(args).output().unwrap();
-    assert!(out.status.success(), "garage-cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// The garage cluster's node i serves S3 on 127.0.0.1:39i1.
+fn garage_node(i: u8) -> String {
+    format!("http://127.0.0.1:39{i}1")
 }
 
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let creds = aws_sdk_s3::config::Credentials::new(support::GARAGE_KEY_ID, support::GARAGE_SECRET, None, None, "t");
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .credentials_provider(creds)
-        .region(aws_sdk_s3::config::Region::new("garage"))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build())
-}
-
-async fn object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    let o = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("{key}: {e:?}"));
-    o.body.collect().await.unwrap().into_bytes().to_vec()
+async fn object(s3: &S3Store, key: &str) -> Vec<u8> {
+    s3.get(key).await.unwrap_or_else(|e| panic!("{key}: {e}")).unwrap_or_else(|| panic!("{key} is missing"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_storage_node_mid_upload_loses_no_output() {
     // The single test broker: the point here is the storage cluster.
     let mut f = Fleet::new("storage").await;
-    let via_node1 = s3_client("http://127.0.0.1:3911").await;
     let bucket = format!("rf-cluster-{}", std::process::id());
-    via_node1.create_bucket().bucket(&bucket).send().await.expect("the garage cluster (garage-cluster.sh start)");
+    let via_node1 = support::garage_store(&bucket, &garage_node(1)).await;
+    via_node1
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("the garage cluster (garage-cluster.sh start)");
     f.scheduler("s1", &[]);
-    let s3 = ["--s3-bucket", &bucket, "--s3-endpoint", "http://127.0.0.1:3911", "--s3-path-style"];
+    let endpoint = garage_node(1);
+    let s3 = ["--s3-bucket", &bucket, "--s3-endpoint", &endpoint, "--s3-path-style"];
     f.worker("w1", &[&["--capacity", "2"][..], &s3].concat());
     let ids: Vec<String> = (0..4).map(|i| format!("g{i}")).collect();
     // The input on the cluster too (an S3 worker reads no local files).
     let _ = f.slow_edit("warm-up");
-    let long = std::fs::read(f.dir.path().join("long.mp4")).unwrap();
-    let body = aws_sdk_s3::primitives::ByteStream::from(long);
-    via_node1.put_object().bucket(&bucket).key("t1/in/long.mp4").body(body).send().await.unwrap();
+    let meta = worker::storage::ObjectMeta { content_type: "video/mp4".into(), ..Default::default() };
+    via_node1.put_file("t1/in/long.mp4", &f.dir.path().join("long.mp4"), &meta).await.unwrap();
     for id in &ids {
         let mut job = f.slow_edit(id);
         job["source"] = json!(format!("s3://{bucket}/t1/in/long.mp4"));
@@ -197,23 +195,23 @@ async fn killing_a_storage_node_mid_upload_loses_no_output() {
         matches!(e.event, EventBody::Progress { stage: protocol::Stage::Upload, .. })
     })
     .await;
-    garage_cluster(&["kill", "3"]);
+    must("garage-cluster.sh", &["kill", "3"]);
     let _node3_back = Restart("garage-cluster.sh", "3");
     let names: Vec<&str> = ids.iter().map(String::as_str).collect();
     let results = f.finished(&names, Duration::from_secs(300)).await;
 
     // Every output is whole, read through another node than the one written to.
-    let via_node2 = s3_client("http://127.0.0.1:3921").await;
+    let via_node2 = support::garage_store(&bucket, &garage_node(2)).await;
     for id in &names {
         let r = &results[*id];
         assert_eq!(r.status, JobStatus::Succeeded, "{id}: {:?}", r.error);
         assert!(!r.outputs.is_empty(), "{id}");
         let stored: JobResult =
-            serde_json::from_slice(&object(&via_node2, &bucket, &format!("t1/{id}/result.json")).await).unwrap();
+            serde_json::from_slice(&object(&via_node2, &format!("t1/{id}/result.json")).await).unwrap();
         assert_eq!(stored, *r);
         for out in &r.outputs {
             let key = out.uri.strip_prefix(&format!("s3://{bucket}/")).unwrap_or_else(|| panic!("{}", out.uri));
-            let bytes = object(&via_node2, &bucket, key).await;
+            let bytes = object(&via_node2, key).await;
             assert_eq!(bytes.len() as u64, out.bytes, "{key}");
             assert_eq!(worker::storage::sha256_hex(&bytes), out.sha256, "{key}");
         }

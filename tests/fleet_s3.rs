@@ -8,22 +8,14 @@ mod support;
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::Credentials;
 use protocol::{ErrorCode, JobStatus};
 use serde_json::json;
-use support::{Fleet, GARAGE, GARAGE_KEY_ID, GARAGE_SECRET};
+use support::{Fleet, GARAGE};
 use worker::storage::Store;
-use worker::storage::s3::{S3Config, S3Store};
+use worker::storage::s3::S3Store;
 
 async fn store(bucket: &str) -> S3Store {
-    let mut cfg = S3Config::new(bucket);
-    cfg.endpoint = Some(GARAGE.into());
-    cfg.region = Some("garage".into());
-    cfg.force_path_style = true;
-    let creds = Credentials::new(GARAGE_KEY_ID, GARAGE_SECRET, None, None, "reelforge-test");
-    let loader = aws_config::defaults(BehaviorVersion::latest()).credentials_provider(creds);
-    S3Store::connect_with(cfg, loader).await.expect("garage on 127.0.0.1:3900 (run deploy/scripts/test.sh)")
+    support::garage_store(bucket, GARAGE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

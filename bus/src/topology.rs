@@ -242,7 +242,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_quorum_layout_declares_no_priorities_and_refuses_none() {
+    async fn a_quorum_layout_declares_no_priorities_and_refuses_what_quorum_cannot_be() {
         let bus = crate::memory::MemoryBus::new();
         let quorum = Layout::new(QueueType::Quorum);
         quorum.declare_core(&bus).await.unwrap();

@@ -22,6 +22,17 @@ fn chrono_like_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
+/// The first message on `queue` within 5 s (polled every 100 ms), if any.
+async fn get_within_5s(bus: &AmqpBus, queue: &str) -> Option<bus::Delivery> {
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(d) = bus.get(queue).await.unwrap() {
+            return Some(d);
+        }
+    }
+    None
+}
+
 fn temp_queue(name: &str) -> QueueSpec {
     QueueSpec { auto_delete: true, ..QueueSpec::durable(name) }
 }
@@ -87,15 +98,7 @@ async fn ttl_rung_dead_letters_back_to_the_work_queue() {
     bus.bind(&rung, &rung, "").await.unwrap();
     bus.publish(&rung, &work, Message::new("r", b"retry".to_vec())).await.unwrap();
     assert_eq!(bus.depth(&work).await.unwrap(), 0);
-    let mut got = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(d) = bus.get(&work).await.unwrap() {
-            got = Some(d);
-            break;
-        }
-    }
-    let d = got.expect("dead-lettered into the work queue within 5 s");
+    let d = get_within_5s(&bus, &work).await.expect("dead-lettered into the work queue within 5 s");
     assert_eq!(d.message.body, b"retry");
     assert_eq!(d.message.id, "r");
     d.ack().await.unwrap();
@@ -241,15 +244,7 @@ async fn quorum_queues_dead_letter_and_take_transactions() {
     assert!(row.contains("quorum") && row.contains("at-least-once"), "{row}");
 
     bus.publish(&rung, &work, Message::new("r", b"retry".to_vec())).await.unwrap();
-    let mut got = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(d) = bus.get(&work).await.unwrap() {
-            got = Some(d);
-            break;
-        }
-    }
-    let d = got.expect("dead-lettered into the quorum work queue within 5 s");
+    let d = get_within_5s(&bus, &work).await.expect("dead-lettered into the quorum work queue within 5 s");
     assert_eq!(d.message.id, "r");
     d.ack_with(vec![(String::new(), next.clone(), Message::new("r", b"committed".to_vec()))]).await.unwrap();
     assert_eq!(bus.depth(&work).await.unwrap(), 0);

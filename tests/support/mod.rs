@@ -21,6 +21,18 @@ pub const GARAGE: &str = "http://127.0.0.1:3900";
 pub const GARAGE_KEY_ID: &str = "GK7265656c666f7267652d7465";
 pub const GARAGE_SECRET: &str = "7265656c666f7267652d746573742d7365637265742d6b65792d303030303031";
 
+/// A store writing to `bucket` on the garage node (or cluster node) at `endpoint`, with the
+/// test key.
+pub async fn garage_store(bucket: &str, endpoint: &str) -> worker::storage::s3::S3Store {
+    let mut cfg = worker::storage::s3::S3Config::new(bucket);
+    cfg.endpoint = Some(endpoint.into());
+    cfg.region = Some("garage".into());
+    cfg.force_path_style = true;
+    let creds = aws_sdk_s3::config::Credentials::new(GARAGE_KEY_ID, GARAGE_SECRET, None, None, "reelforge-test");
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(creds);
+    worker::storage::s3::S3Store::connect_with(cfg, loader).await.expect("garage (run deploy/scripts/test.sh)")
+}
+
 /// The cluster's control script; node i listens on 127.0.0.1:570i.
 pub const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/scripts/rabbitmq-cluster.sh");
 
