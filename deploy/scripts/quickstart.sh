@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 source deploy/scripts/lib.sh
 ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" ffmpeg
+ensure_minilm
 say "building reelforge (target dir: $CARGO_TARGET_DIR)"
 cargo build --locked --bin reelforge
 say "running the demo"

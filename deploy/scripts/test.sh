@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 source deploy/scripts/lib.sh
 ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+ensure_minilm
 source deploy/scripts/services.sh
 start_rabbitmq
 start_garage

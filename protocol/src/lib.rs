@@ -1,7 +1,8 @@
 //! `protocol` owns reelforge's wire format: the jobs people submit ([`Job`]: edit and create), the
 //! [`Task`]s the scheduler hands to workers, the [`JobResult`]s and [`Event`]s workers publish,
 //! the validation every inbound document passes ([`Job::from_json`]), the named limits it
-//! enforces ([`limits`]) and the JSON Schema generated from these types ([`schema`]).
+//! enforces ([`limits`]), the instructor's [`Reading`] of an instruction ([`recommend`]) and the
+//! JSON Schema generated from these types ([`schema`]).
 //!
 //! Every document carries `"v": 1` ([`WIRE_VERSION`]). Field names are snake_case; unknown
 //! fields are rejected so that a typo never silently falls back to a default.
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod job;
 pub mod limits;
 pub mod media;
+pub mod recommend;
 pub mod result;
 pub mod schema;
 pub mod task;
@@ -26,6 +28,7 @@ pub use job::{
     JobKind, Sampler, SamplerKind, ThumbnailMode, ValidationContext,
 };
 pub use media::{MediaLocation, MediaUri};
+pub use recommend::{CreateWish, InstructionOptions, Intent, Length, Reading, Style, ThumbnailWish};
 pub use result::{JobError, JobResult, JobStatus, ModelUse, Output, OutputKind, StageTiming, Withheld};
 pub use task::Task;
 
