@@ -7,7 +7,7 @@
 //! source deploy/scripts/lib.sh && ensure_minilm
 //! python3 -m venv ~/.cache/reelforge/st-venv && ~/.cache/reelforge/st-venv/bin/pip install torch sentence-transformers
 //! REELFORGE_ST_PYTHON=~/.cache/reelforge/st-venv/bin/python \
-//!   cargo bench -p reelforge-instructor --bench encoder -- [--batch 32] [--rounds 5]
+//!   cargo bench -p reelforge-instructor --bench encoder --profile dev -- [--batch 32] [--rounds 5]
 //! ```
 //! Without `REELFORGE_ST_PYTHON` only the Rust side runs.
 
