@@ -241,13 +241,9 @@ pub struct ScenarioCandidate {
     pub score: Option<f32>,
 }
 
-/// Parses JSON Lines of [`Scenario`] (blank lines skipped).
+/// Parses JSON Lines of [`Scenario`].
 pub fn parse_scenarios(text: &str) -> Result<Vec<Scenario>, crate::intent::DataError> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|source| crate::intent::DataError { line: i + 1, source }))
-        .collect()
+    crate::intent::parse_jsonl(text)
 }
 
 /// A scenario's texts as vectors, computed once (threshold calibration re-decides many times).

@@ -39,13 +39,18 @@ pub struct DataError {
     pub source: serde_json::Error,
 }
 
-/// Parses JSON Lines of [`Labelled`] (blank lines skipped).
-pub fn parse_labelled(text: &str) -> Result<Vec<Labelled>, DataError> {
+/// Parses JSON Lines (blank lines skipped): the labelled instructions and scenarios.
+pub fn parse_jsonl<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>, DataError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| serde_json::from_str(l).map_err(|source| DataError { line: i + 1, source }))
         .collect()
+}
+
+/// Parses JSON Lines of [`Labelled`].
+pub fn parse_labelled(text: &str) -> Result<Vec<Labelled>, DataError> {
+    parse_jsonl(text)
 }
 
 /// Prototype sentences: the intent each stands for, written for this project before the labelled
